@@ -1,0 +1,294 @@
+"""``bids-syncact``: ``main(argv) -> exit code``.
+
+Parses the command line, builds the one frozen :class:`~bids_syncact.config.Config`, checks the
+locations, then runs the requested level. Every refusal is one line on stderr with its exit code
+(:mod:`bids_syncact.errors`); tracebacks go to the log in the work dir, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bids_syncact import __version__
+from bids_syncact.cli.parser import (
+    ANALYSIS_LEVELS,
+    SyncActArgumentParser,
+    build_parser,
+    refuse_unbuilt_options,
+)
+from bids_syncact.config import (
+    CNNConfig,
+    Config,
+    CouplingConfig,
+    ExecutionConfig,
+    InputConfig,
+    StimulusConfig,
+)
+from bids_syncact.errors import (
+    AnalysisLevelError,
+    ExitCode,
+    MissingInputError,
+    SyncActError,
+    UsageError,
+)
+
+LOGGER = logging.getLogger('bids_syncact')
+PROG = 'bids-syncact'
+#: Marks a folder as a bids-syncact work dir: --clean-workdir only ever empties such a folder.
+WORKDIR_MARKER = '.bids-syncact-workdir'
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``bids-syncact`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as stop:  # --help, --version, and argparse errors (64)
+        return int(stop.code or 0)
+    _log_to_stderr(namespace.verbosity or 0)
+    config = None
+    try:
+        config = build_config(namespace, parser)
+        return run(config)
+    except SyncActError as err:
+        LOGGER.debug('Refused', exc_info=True)
+        print(f'{PROG}: error: {err}', file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted', file=sys.stderr)
+        return 130
+    except Exception as err:
+        where = _crash_report(config, err)
+        summary = ' '.join(str(err).split())[:300]
+        print(
+            f'{PROG}: processing failed ({type(err).__name__}: {summary}); the traceback is in '
+            f'{where}: please report it with that file',
+            file=sys.stderr,
+        )
+        return int(ExitCode.PROCESSING_FAILED)
+
+
+def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -> Config:
+    """Check the parsed command line and freeze it into a :class:`Config`.
+
+    Raises
+    ------
+    AnalysisLevelError
+        The analysis level is not participant or group (exit 17).
+    UsageError
+        Options that contradict each other, or whose stage is not built yet (exit 64).
+    """
+    ns = namespace
+    if ns.analysis_level not in ANALYSIS_LEVELS:
+        raise AnalysisLevelError(
+            f'unknown analysis level {ns.analysis_level!r}: use participant or group'
+        )
+    refuse_unbuilt_options(parser, ns)
+    if ns.stimulus_onset is not None and not ns.stimulus:
+        raise UsageError('--stimulus-onset needs --stimulus (the map has its own onset column)')
+    if ns.high_pass is not None and ns.confounds_strategy not in (None, 'none'):
+        raise UsageError(
+            f'--high-pass with --confounds-strategy {ns.confounds_strategy or "simple"} would '
+            "filter twice (the strategy has fMRIPrep's cosine regressors): drop --high-pass, or "
+            'use --confounds-strategy none'
+        )
+    bids_dir = _absolute(ns.bids_dir)
+    output_dir = _absolute(ns.output_dir)
+    derivatives = dict(ns.derivatives or [])
+    fmriprep_dir = _absolute(derivatives.get('fmriprep', bids_dir / 'derivatives' / 'fmriprep'))
+    work_dir = _absolute(ns.work_dir or Path('work'))
+    filters = {}
+    if ns.bids_filter_file is not None:
+        from bids_syncact.bids.discovery import read_bids_filters  # pybids: imported on demand
+
+        filters = read_bids_filters(ns.bids_filter_file)
+
+    defaults = CNNConfig()
+    return Config(
+        analysis_level=ns.analysis_level,
+        output_dir=output_dir,
+        inputs=InputConfig(
+            bids_dir=bids_dir, fmriprep_dir=fmriprep_dir,
+            participant_label=_unique(ns.participant_label), session_label=_unique(ns.session_label),
+            task_id=_unique(ns.task_id), bids_filters=filters,
+            space=ns.space or InputConfig.__dataclass_fields__['space'].default, res=ns.res,
+            bids_database_dir=_absolute(ns.bids_database_dir) if ns.bids_database_dir else None,
+            skip_bids_validation=bool(ns.skip_bids_validation),
+        ),
+        stimulus=StimulusConfig(**_given(ns, StimulusConfig, {
+            'stimulus_map': _absolute(ns.stimulus_map) if ns.stimulus_map else None,
+            'stimulus': tuple((task, _absolute(path)) for task, path in ns.stimulus or ()),
+        })),
+        cnn=CNNConfig(**_given(ns, CNNConfig, {
+            'cnn': _unique(ns.cnn) or defaults.cnn,
+            'layers': tuple(ns.layers or ()),
+            'weights': tuple(ns.weights or ()),
+            'max_units': None if ns.max_units == 'all' else ns.max_units,
+            'cnn_accuracy': dict(ns.cnn_accuracy or ()),
+            'features_only': bool(ns.features_only),
+        })),
+        coupling=CouplingConfig(**_given(ns, CouplingConfig, {
+            'alpha': None if ns.alpha in (None, 'auto') else ns.alpha,
+            'reference_networks': ns.reference_networks or 'auto',
+        })),
+        execution=ExecutionConfig(**_given(ns, ExecutionConfig, {
+            'work_dir': work_dir,
+            'nipype_plugin_file': ns.nipype_plugin_file,
+            'stop_on_first_crash': bool(ns.stop_on_first_crash),
+            'clean_workdir': bool(ns.clean_workdir),
+            'reports_only': bool(ns.reports_only),
+            'verbosity': ns.verbosity or 0,
+        })),
+    )  # fmt: skip
+
+
+def _given(ns: argparse.Namespace, cls: type, explicit: dict) -> dict:
+    """Keyword arguments of ``cls``: ``explicit`` values, then the options the user gave."""
+    kwargs = dict(explicit)
+    for name in cls.__dataclass_fields__:
+        if name not in kwargs and getattr(ns, name, None) is not None:
+            kwargs[name] = getattr(ns, name)
+    return kwargs
+
+
+def _unique(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values or ()))
+
+
+def _absolute(path: Path) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+def run(config: Config) -> int:
+    """Check the locations, then run the analysis level of ``config``."""
+    inputs, execution = config.inputs, config.execution
+    if not inputs.bids_dir.is_dir():
+        raise MissingInputError(f'BIDS_DIR {inputs.bids_dir} does not exist: check the path')
+    check_output_location(config.output_dir, inputs.bids_dir, inputs.fmriprep_dir, 'OUTPUT_DIR')
+    check_output_location(execution.work_dir, inputs.bids_dir, inputs.fmriprep_dir, '--work-dir')
+    _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
+    log_file = _log_to_file(execution.work_dir, execution.verbosity)
+    LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
+    LOGGER.debug('Configuration:\n%s', config.to_json())
+
+    from bids_syncact.workflows.participant import run_participant_level  # heavy imports
+
+    if not inputs.skip_bids_validation:
+        from bids_syncact.bids.validation import validate_bids
+
+        validate_bids(inputs.bids_dir, inputs.participant_label, execution.work_dir)
+    return run_participant_level(config)
+
+
+def check_output_location(path: Path, bids_dir: Path, fmriprep_dir: Path, what: str) -> None:
+    """Refuse (exit 64) a place to write that would modify an input dataset.
+
+    Accepted: anywhere outside ``bids_dir``, and ``bids_dir/derivatives/<name>`` (the BIDS
+    convention) other than the fMRIPrep derivatives themselves.
+
+    Raises
+    ------
+    UsageError
+        ``path`` is ``bids_dir``, an ancestor of it, inside a ``sub-*`` folder or elsewhere in
+        ``bids_dir`` outside ``derivatives/``, or overlaps the fMRIPrep derivatives.
+    """
+    real, bids_real, fmriprep_real = (p.resolve() for p in (path, bids_dir, fmriprep_dir))
+    if real == bids_real or bids_real.is_relative_to(real):
+        raise UsageError(
+            f'{what} {path} is BIDS_DIR or contains it: the input dataset is never written; '
+            'choose a folder outside it, e.g. BIDS_DIR/derivatives/syncact'
+        )
+    if real == fmriprep_real or fmriprep_real.is_relative_to(real) or real.is_relative_to(
+        fmriprep_real
+    ):
+        raise UsageError(
+            f'{what} {path} overlaps the fMRIPrep derivatives {fmriprep_dir}: choose its own '
+            'folder, e.g. BIDS_DIR/derivatives/syncact'
+        )
+    if real.is_relative_to(bids_real):
+        parts = real.relative_to(bids_real).parts
+        if any(part.startswith('sub-') for part in parts) or parts[0] != 'derivatives' or len(
+            parts
+        ) < 2:
+            raise UsageError(
+                f'{what} {path} is inside the input dataset: the only place accepted there is '
+                'BIDS_DIR/derivatives/<name>'
+            )
+
+
+def _prepare_work_dir(work_dir: Path, *, clean: bool) -> None:
+    marker = work_dir / WORKDIR_MARKER
+    if clean and work_dir.exists():
+        if any(work_dir.iterdir()) and not marker.exists():
+            raise UsageError(
+                f'--clean-workdir: {work_dir} is not a bids-syncact work dir (no {WORKDIR_MARKER}); '
+                'refusing to empty it: remove it yourself or choose another -w'
+            )
+        for child in work_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError as err:
+        raise UsageError(
+            f'cannot write the work dir {work_dir} ({err.strerror}): give a writable -w DIR'
+        ) from err
+
+
+def _log_to_stderr(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)  # -v info, -vv debug
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S'))
+    _replace_handler(handler, 'stderr')
+    LOGGER.setLevel(logging.DEBUG)
+
+
+def _log_to_file(work_dir: Path, verbosity: int) -> Path:
+    log_dir = work_dir / 'logs'
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f'bids-syncact_{time.strftime("%Y%m%d-%H%M%S")}.log'
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))
+    _replace_handler(handler, 'file')
+    return path
+
+
+def _replace_handler(handler: logging.Handler, name: str) -> None:
+    handler.set_name(name)
+    for old in [h for h in LOGGER.handlers if h.get_name() == name]:
+        LOGGER.removeHandler(old)
+        old.close()
+    LOGGER.addHandler(handler)
+    LOGGER.propagate = False
+
+
+def _crash_report(config: Config | None, err: BaseException) -> Path:
+    text = ''.join(traceback.format_exception(err))
+    candidates = [Path(tempfile.gettempdir())]
+    if config is not None:
+        candidates.insert(0, config.execution.work_dir / 'logs')
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            path = candidate / f'crash-{time.strftime("%Y%m%d-%H%M%S")}.txt'
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path('(could not be written)')
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Refusals with their documented exit codes (DESIGN.md section 4).
+
+Every refusal is raised as one of these exceptions, carrying a message of one line that says what is
+wrong and what to do. :func:`bids_syncact.cli.run.main` turns it into that line on stderr and the
+exit code; the traceback goes to the log file only.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``bids-syncact`` (DESIGN.md section 4)."""
+
+    SUCCESS = 0
+    PROCESSING_FAILED = 1
+    BIDS_VALIDATION_FAILED = 16
+    UNKNOWN_ANALYSIS_LEVEL = 17
+    NOTHING_SELECTED = 18
+    USAGE = 64
+    BAD_INPUT_DATA = 65
+    MISSING_INPUT = 66
+
+
+class SyncActError(Exception):
+    """Base class of every refusal: a one-line message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.PROCESSING_FAILED
+
+    def __init__(self, message: str) -> None:
+        # One line, always: a message that spans lines is a bug in the caller.
+        super().__init__(' '.join(str(message).split()))
+
+
+class UsageError(SyncActError):
+    """The command line asks for something impossible or not built yet (exit 64)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class BIDSValidationError(SyncActError):
+    """The BIDS validator rejected the input dataset (exit 16)."""
+
+    exit_code = ExitCode.BIDS_VALIDATION_FAILED
+
+
+class AnalysisLevelError(SyncActError):
+    """The analysis level is neither ``participant`` nor ``group`` (exit 17)."""
+
+    exit_code = ExitCode.UNKNOWN_ANALYSIS_LEVEL
+
+
+class NothingSelectedError(SyncActError):
+    """The filters (labels, tasks, filter file) selected no run (exit 18)."""
+
+    exit_code = ExitCode.NOTHING_SELECTED
+
+
+class InputDataError(SyncActError):
+    """An input file is unreadable, inconsistent or unsafe (exit 65)."""
+
+    exit_code = ExitCode.BAD_INPUT_DATA
+
+
+class MissingInputError(SyncActError):
+    """A required input does not exist (exit 66)."""
+
+    exit_code = ExitCode.MISSING_INPUT
+
+
+EXIT_CODE_HELP = '\n'.join(
+    f'  {code.value:>3}  {text}'
+    for code, text in [
+        (ExitCode.SUCCESS, 'success'),
+        (ExitCode.PROCESSING_FAILED, 'a processing failure (traceback in the log of the work dir)'),
+        (ExitCode.BIDS_VALIDATION_FAILED, 'BIDS validation failed'),
+        (ExitCode.UNKNOWN_ANALYSIS_LEVEL, 'unknown analysis level'),
+        (ExitCode.NOTHING_SELECTED, 'the filters selected nothing'),
+        (ExitCode.USAGE, 'bad usage (options, or a stage not built yet)'),
+        (
+            ExitCode.BAD_INPUT_DATA,
+            'bad input data (unreadable or inconsistent files, unsafe stim_file, '
+            'VolumeTiming, corrupt movie, TR mismatch)',
+        ),
+        (
+            ExitCode.MISSING_INPUT,
+            'missing input (no derivatives, no movie task, no stimulus for a run, '
+            'participant not found)',
+        ),
+    ]
+)

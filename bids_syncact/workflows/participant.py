@@ -1,0 +1,77 @@
+"""The participant level.
+
+For now it discovers the inputs and writes the plan: per run the files, TR, timing source and
+offset, stimulus, onset and start, and the volumes to drop. The processing stages attach here as
+they are built (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from bids_syncact import __version__
+from bids_syncact.bids.discovery import RunPlan, discover
+from bids_syncact.bids.io import atomic_write_json
+from bids_syncact.config import Config
+
+LOGGER = logging.getLogger('bids_syncact.participant')
+
+
+def run_participant_level(config: Config) -> int:
+    """Discover the runs, print the plan and write it to ``<work_dir>/plan.json``.
+
+    Returns
+    -------
+    int
+        The exit code (0).
+    """
+    plans = discover(config.inputs, config.stimulus)
+    plan_file = config.execution.work_dir / 'plan.json'
+    atomic_write_json(plan_file, plan_document(config, plans))
+    print(format_plan(plans))
+    print(f'Plan of {len(plans)} run(s) written to {plan_file}')
+    return 0
+
+
+def plan_document(config: Config, plans: Sequence[RunPlan]) -> dict[str, Any]:
+    """The plan as a JSON-serialisable document."""
+    return {
+        'GeneratedBy': {'Name': 'bids-syncact', 'Version': __version__},
+        'Created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'BIDSDir': str(config.inputs.bids_dir),
+        'FMRIPrepDir': str(config.inputs.fmriprep_dir),
+        'OutputDir': str(config.output_dir),
+        'Config': config.to_dict(),
+        'Runs': [plan.to_dict() for plan in plans],
+    }
+
+
+def format_plan(plans: Sequence[RunPlan]) -> str:
+    """A human-readable listing of the plan, one block per run."""
+    lines = []
+    for plan in plans:
+        stim = plan.stimulus
+        if stim.kind == 'movie':
+            length = f', {stim.movie.duration_s:.2f} s long' if stim.movie else ''
+            what = (
+                f'movie {stim.path} ({stim.origin}): onset {stim.onset_s:.3f} s, '
+                f'start {stim.start_s:.3f} s{length}'
+            )
+        else:
+            what = f'sequence of {len(stim.items)} item(s) ({stim.origin})'
+        dropped = ', '.join(map(str, plan.drop_volumes)) or 'none'
+        lines += [
+            f'{plan.name}',
+            f'  TR {plan.t_r:.3f} s, {plan.n_vols} volumes; acquisition at i*TR + '
+            f'{plan.acq_offset_s:.3f} s (TimingSource {plan.timing_source})',
+            f'  volumes dropped after sampling: {dropped}',
+            f'  bold       {plan.preproc_bold}',
+            f'  mask       {plan.mask}',
+            f'  confounds  {plan.confounds}',
+            f'  stimulus   {what}',
+            *(f'  warning    {w}' for w in plan.warnings),
+        ]
+    return '\n'.join(lines)
