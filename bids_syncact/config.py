@@ -134,7 +134,7 @@ class Config:
         return _plain(self)
 
     def to_json(self) -> str:
-        """The configuration as indented JSON."""
+        """Return the configuration as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 

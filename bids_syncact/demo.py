@@ -117,7 +117,9 @@ def make_dataset(root: Path, spec: DemoSpec | None = None) -> Path:
             }).to_csv(root / f'sub-{sub}' / 'func' / f'{stem}_events.tsv', sep='\t', index=False)  # fmt: skip
 
             func = fmriprep / f'sub-{sub}' / 'func'
-            space = f'space-{SPACE}' + (f'_res-{spec.derivatives_res}' if spec.derivatives_res else '')
+            space = f'space-{SPACE}' + (
+                f'_res-{spec.derivatives_res}' if spec.derivatives_res else ''
+            )
             _write_nifti(func / f'{stem}_{space}_desc-preproc_bold.nii.gz', data * mask[..., None],
                          affine, spec.t_r)  # fmt: skip
             _write_json(func / f'{stem}_{space}_desc-preproc_bold.json', {

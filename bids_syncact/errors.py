@@ -73,20 +73,27 @@ EXIT_CODE_HELP = '\n'.join(
     f'  {code.value:>3}  {text}'
     for code, text in [
         (ExitCode.SUCCESS, 'success'),
-        (ExitCode.PROCESSING_FAILED, 'a processing failure (traceback in the log of the work dir)'),
+        (
+            ExitCode.PROCESSING_FAILED,
+            'a processing failure (traceback in the log of the work dir)',
+        ),
         (ExitCode.BIDS_VALIDATION_FAILED, 'BIDS validation failed'),
         (ExitCode.UNKNOWN_ANALYSIS_LEVEL, 'unknown analysis level'),
         (ExitCode.NOTHING_SELECTED, 'the filters selected nothing'),
         (ExitCode.USAGE, 'bad usage (options, or a stage not built yet)'),
         (
             ExitCode.BAD_INPUT_DATA,
-            'bad input data (unreadable or inconsistent files, unsafe stim_file, '
-            'VolumeTiming, corrupt movie, TR mismatch)',
+            (
+                'bad input data (unreadable or inconsistent files, unsafe stim_file, '
+                'VolumeTiming, corrupt movie, TR mismatch)'
+            ),
         ),
         (
             ExitCode.MISSING_INPUT,
-            'missing input (no derivatives, no movie task, no stimulus for a run, '
-            'participant not found)',
+            (
+                'missing input (no derivatives, no movie task, no stimulus for a run, '
+                'participant not found)'
+            ),
         ),
     ]
 )

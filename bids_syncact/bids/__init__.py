@@ -1,0 +1,1 @@
+"""Input discovery (pybids), stimulus map, derivative names, atomic writing, locks."""

@@ -80,7 +80,11 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description, the run's entry in the plan."""
         stim = self.stimulus
-        stimulus: dict[str, Any] = {'kind': stim.kind, 'source': stim.source, 'origin': stim.origin}
+        stimulus: dict[str, Any] = {
+            'kind': stim.kind,
+            'source': stim.source,
+            'origin': stim.origin,
+        }
         if stim.kind == 'movie':
             stimulus |= {
                 'path': str(stim.path),
@@ -215,14 +219,12 @@ def discover(inputs: InputConfig, stimulus: StimulusConfig) -> tuple[RunPlan, ..
     return tuple(sorted(plans, key=lambda p: p.name))
 
 
-def _layout(root: Path, *, derivatives: bool = False, database_path: Path | None = None) -> (
-    BIDSLayout
-):
+def _layout(
+    root: Path, *, derivatives: bool = False, database_path: Path | None = None
+) -> BIDSLayout:
     what = 'fMRIPrep derivatives' if derivatives else 'BIDS dataset'
     if not (root / 'dataset_description.json').is_file():
-        raise MissingInputError(
-            f'{root} is not a {what}: it has no dataset_description.json'
-        )
+        raise MissingInputError(f'{root} is not a {what}: it has no dataset_description.json')
     kwargs: dict[str, Any] = {'validate': False}
     if derivatives:
         kwargs['config'] = ['bids', 'derivatives']
@@ -285,9 +287,9 @@ def _run_key(entities: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def _listing(values: Sequence[Any]) -> str:
     values = [str(v) for v in values]
-    return ', '.join(values[:12]) + (f' and {len(values) - 12} more' if len(values) > 12 else '') or (
-        'none'
-    )
+    return ', '.join(values[:12]) + (
+        f' and {len(values) - 12} more' if len(values) > 12 else ''
+    ) or ('none')
 
 
 def _events_file(layout: BIDSLayout, bold: BIDSFile) -> Path | None:
@@ -347,6 +349,11 @@ def _preproc_bold(
     files = fmriprep.get(**base, space=inputs.space)
     if not files:
         spaces = fmriprep.get(**base, return_type='id', target='space')
+        if not spaces:
+            raise MissingInputError(
+                f'{name}: no preprocessed BOLD for this run in {inputs.fmriprep_dir}: run '
+                'fMRIPrep on it, or leave it out with --participant-label or --bids-filter-file'
+            )
         raise MissingInputError(
             f'{name}: no preprocessed BOLD in space {inputs.space} in {inputs.fmriprep_dir} '
             f'(spaces there: {_listing(sorted(spaces))}): choose one with --space, or run '
@@ -371,7 +378,7 @@ def _preproc_bold(
             f'{name}: several resolutions in space {inputs.space} ({present}): choose one with '
             '--res'
         )
-    (res, chosen), = by_res.items()
+    ((res, chosen),) = by_res.items()
     return Path(chosen[0].path), res
 
 

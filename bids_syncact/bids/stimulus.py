@@ -84,15 +84,23 @@ class MapRow:
 
 def _key(key: str, value: object) -> object:
     text = str(value).strip()
-    if key == 'run':
-        return int(text.removeprefix('run-'))
+    if key == 'run':  # '2', '02', 'run-2', and the '2.0' of spreadsheets
+        try:
+            number = float(text.removeprefix('run-'))
+        except ValueError:
+            number = math.nan
+        if not number.is_integer():
+            raise ValueError(f'run {text!r} is not a whole number')
+        return int(number)
     prefix = {'subject': 'sub-', 'session': 'ses-', 'task': 'task-'}[key]
     return text.removeprefix(prefix)
 
 
 def _empty(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        str(value).strip() in {'', 'n/a'}
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (str(value).strip() in {'', 'n/a'})
     )
 
 
@@ -123,7 +131,8 @@ def read_stimulus_map(path: Path) -> tuple[MapRow, ...]:
         line = index + 2  # the header is line 1
         try:
             keys = {
-                key: None if _empty(record.get(key)) else _key(key, record[key]) for key in MAP_KEYS
+                key: None if _empty(record.get(key)) else _key(key, record[key])
+                for key in MAP_KEYS
             }
             if _empty(record['task']) or _empty(record['path']):
                 raise ValueError('task and path must not be empty')
@@ -147,7 +156,7 @@ def read_stimulus_map(path: Path) -> tuple[MapRow, ...]:
 
 
 def match_map_row(rows: Sequence[MapRow], entities: Mapping[str, object]) -> MapRow | None:
-    """The most specific row of the map that applies to a run, or None.
+    """Return the most specific row of the map that applies to a run, or None.
 
     Raises
     ------
@@ -169,10 +178,12 @@ def match_map_row(rows: Sequence[MapRow], entities: Mapping[str, object]) -> Map
 
 
 def run_name(entities: Mapping[str, object]) -> str:
-    """A run's BIDS name prefix, e.g. ``sub-01_ses-1_task-movie_run-2``."""
+    """Return a run's BIDS name prefix, e.g. ``sub-01_ses-1_task-movie_run-2``."""
     prefixes = {'subject': 'sub', 'session': 'ses', 'task': 'task', 'acquisition': 'acq',
                 'run': 'run'}  # fmt: skip
-    return '_'.join(f'{p}-{entities[k]}' for k, p in prefixes.items() if entities.get(k) is not None)
+    return '_'.join(
+        f'{p}-{entities[k]}' for k, p in prefixes.items() if entities.get(k) is not None
+    )
 
 
 class StimulusResolver:
@@ -192,10 +203,8 @@ class StimulusResolver:
         self.cli_onset_s = 0.0 if cli_onset_s is None else cli_onset_s
         self._probed: dict[Path, VideoInfo] = {}
 
-    def resolve(
-        self, entities: Mapping[str, object], events_file: Path | None
-    ) -> Stimulus | None:
-        """The stimulus of one run, checked and probed; None when the run has none.
+    def resolve(self, entities: Mapping[str, object], events_file: Path | None) -> Stimulus | None:
+        """Return the stimulus of one run, checked and probed; None when the run has none.
 
         Raises
         ------

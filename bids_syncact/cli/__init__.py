@@ -1,0 +1,1 @@
+"""The command line: the parser (the contract, no side effects) and ``main``."""

@@ -14,7 +14,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bids_syncact import __version__
 from bids_syncact.cli.parser import (
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f'{PROG}: interrupted', file=sys.stderr)
         return 130
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
         where = _crash_report(config, err)
         summary = ' '.join(str(err).split())[:300]
         print(
@@ -93,9 +95,10 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
     refuse_unbuilt_options(parser, ns)
     if ns.stimulus_onset is not None and not ns.stimulus:
         raise UsageError('--stimulus-onset needs --stimulus (the map has its own onset column)')
-    if ns.high_pass is not None and ns.confounds_strategy not in (None, 'none'):
+    strategy = ns.confounds_strategy or CouplingConfig().confounds_strategy
+    if ns.high_pass is not None and strategy != 'none':
         raise UsageError(
-            f'--high-pass with --confounds-strategy {ns.confounds_strategy or "simple"} would '
+            f'--high-pass with --confounds-strategy {strategy} would '
             "filter twice (the strategy has fMRIPrep's cosine regressors): drop --high-pass, or "
             'use --confounds-strategy none'
         )
@@ -110,51 +113,40 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
 
         filters = read_bids_filters(ns.bids_filter_file)
 
-    defaults = CNNConfig()
     return Config(
         analysis_level=ns.analysis_level,
         output_dir=output_dir,
-        inputs=InputConfig(
-            bids_dir=bids_dir, fmriprep_dir=fmriprep_dir,
-            participant_label=_unique(ns.participant_label), session_label=_unique(ns.session_label),
-            task_id=_unique(ns.task_id), bids_filters=filters,
-            space=ns.space or InputConfig.__dataclass_fields__['space'].default, res=ns.res,
-            bids_database_dir=_absolute(ns.bids_database_dir) if ns.bids_database_dir else None,
-            skip_bids_validation=bool(ns.skip_bids_validation),
-        ),
+        inputs=InputConfig(**_given(ns, InputConfig, {
+            'participant_label': _unique, 'session_label': _unique, 'task_id': _unique,
+            'bids_database_dir': _absolute,
+        }, bids_dir=bids_dir, fmriprep_dir=fmriprep_dir, bids_filters=filters)),
         stimulus=StimulusConfig(**_given(ns, StimulusConfig, {
-            'stimulus_map': _absolute(ns.stimulus_map) if ns.stimulus_map else None,
-            'stimulus': tuple((task, _absolute(path)) for task, path in ns.stimulus or ()),
+            'stimulus_map': _absolute,
+            'stimulus': lambda pairs: tuple((task, _absolute(path)) for task, path in pairs),
         })),
         cnn=CNNConfig(**_given(ns, CNNConfig, {
-            'cnn': _unique(ns.cnn) or defaults.cnn,
-            'layers': tuple(ns.layers or ()),
-            'weights': tuple(ns.weights or ()),
-            'max_units': None if ns.max_units == 'all' else ns.max_units,
-            'cnn_accuracy': dict(ns.cnn_accuracy or ()),
-            'features_only': bool(ns.features_only),
+            'cnn': _unique, 'layers': tuple, 'weights': tuple, 'cnn_accuracy': dict,
+            'max_units': lambda value: None if value == 'all' else value,
         })),
         coupling=CouplingConfig(**_given(ns, CouplingConfig, {
-            'alpha': None if ns.alpha in (None, 'auto') else ns.alpha,
-            'reference_networks': ns.reference_networks or 'auto',
+            'alpha': lambda value: None if value == 'auto' else value,
         })),
-        execution=ExecutionConfig(**_given(ns, ExecutionConfig, {
-            'work_dir': work_dir,
-            'nipype_plugin_file': ns.nipype_plugin_file,
-            'stop_on_first_crash': bool(ns.stop_on_first_crash),
-            'clean_workdir': bool(ns.clean_workdir),
-            'reports_only': bool(ns.reports_only),
-            'verbosity': ns.verbosity or 0,
-        })),
+        execution=ExecutionConfig(**_given(ns, ExecutionConfig, {}, work_dir=work_dir)),
     )  # fmt: skip
 
 
-def _given(ns: argparse.Namespace, cls: type, explicit: dict) -> dict:
-    """Keyword arguments of ``cls``: ``explicit`` values, then the options the user gave."""
-    kwargs = dict(explicit)
+def _given(
+    ns: argparse.Namespace, cls: type, convert: dict[str, Callable[[Any], Any]], **fixed: Any
+) -> dict[str, Any]:
+    """Keyword arguments of ``cls``: ``fixed`` values, then the options the user gave.
+
+    Options left out keep the dataclass default (the parser's defaults are None).
+    """
+    kwargs = dict(fixed)
     for name in cls.__dataclass_fields__:
-        if name not in kwargs and getattr(ns, name, None) is not None:
-            kwargs[name] = getattr(ns, name)
+        value = getattr(ns, name, None)
+        if name not in kwargs and value is not None:
+            kwargs[name] = convert.get(name, lambda v: v)(value)
     return kwargs
 
 
@@ -205,8 +197,10 @@ def check_output_location(path: Path, bids_dir: Path, fmriprep_dir: Path, what: 
             f'{what} {path} is BIDS_DIR or contains it: the input dataset is never written; '
             'choose a folder outside it, e.g. BIDS_DIR/derivatives/syncact'
         )
-    if real == fmriprep_real or fmriprep_real.is_relative_to(real) or real.is_relative_to(
-        fmriprep_real
+    if (
+        real == fmriprep_real
+        or fmriprep_real.is_relative_to(real)
+        or real.is_relative_to(fmriprep_real)
     ):
         raise UsageError(
             f'{what} {path} overlaps the fMRIPrep derivatives {fmriprep_dir}: choose its own '
@@ -214,9 +208,11 @@ def check_output_location(path: Path, bids_dir: Path, fmriprep_dir: Path, what: 
         )
     if real.is_relative_to(bids_real):
         parts = real.relative_to(bids_real).parts
-        if any(part.startswith('sub-') for part in parts) or parts[0] != 'derivatives' or len(
-            parts
-        ) < 2:
+        if (
+            any(part.startswith('sub-') for part in parts)
+            or parts[0] != 'derivatives'
+            or len(parts) < 2
+        ):
             raise UsageError(
                 f'{what} {path} is inside the input dataset: the only place accepted there is '
                 'BIDS_DIR/derivatives/<name>'

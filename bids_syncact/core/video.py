@@ -68,9 +68,9 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise ValueError(f'not a readable movie ({err.strerror or err})') from err
 
 
-def _header_duration(stream: av.video.stream.VideoStream, container: av.container.Container) -> (
-    float | None
-):
+def _header_duration(
+    stream: av.video.stream.VideoStream, container: av.container.Container
+) -> float | None:
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -78,9 +78,9 @@ def _header_duration(stream: av.video.stream.VideoStream, container: av.containe
     return None
 
 
-def _packet_duration(container: av.container.Container, stream: av.video.stream.VideoStream) -> (
-    float
-):
+def _packet_duration(
+    container: av.container.Container, stream: av.video.stream.VideoStream
+) -> float:
     time_base = stream.time_base or Fraction(1, av.time_base)
     first, last = None, None
     for packet in container.demux(stream):

@@ -1,0 +1,1 @@
+"""``init_*_wf`` factories and the participant and group levels."""

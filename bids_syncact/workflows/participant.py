@@ -37,7 +37,7 @@ def run_participant_level(config: Config) -> int:
 
 
 def plan_document(config: Config, plans: Sequence[RunPlan]) -> dict[str, Any]:
-    """The plan as a JSON-serialisable document."""
+    """Return the plan as a JSON-serialisable document."""
     return {
         'GeneratedBy': {'Name': 'bids-syncact', 'Version': __version__},
         'Created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
@@ -50,7 +50,7 @@ def plan_document(config: Config, plans: Sequence[RunPlan]) -> dict[str, Any]:
 
 
 def format_plan(plans: Sequence[RunPlan]) -> str:
-    """A human-readable listing of the plan, one block per run."""
+    """Return a human-readable listing of the plan, one block per run."""
     lines = []
     for plan in plans:
         stim = plan.stimulus
@@ -65,8 +65,10 @@ def format_plan(plans: Sequence[RunPlan]) -> str:
         dropped = ', '.join(map(str, plan.drop_volumes)) or 'none'
         lines += [
             f'{plan.name}',
-            f'  TR {plan.t_r:.3f} s, {plan.n_vols} volumes; acquisition at i*TR + '
-            f'{plan.acq_offset_s:.3f} s (TimingSource {plan.timing_source})',
+            (
+                f'  TR {plan.t_r:.3f} s, {plan.n_vols} volumes; acquisition at i*TR + '
+                f'{plan.acq_offset_s:.3f} s (TimingSource {plan.timing_source})'
+            ),
             f'  volumes dropped after sampling: {dropped}',
             f'  bold       {plan.preproc_bold}',
             f'  mask       {plan.mask}',

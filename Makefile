@@ -1,0 +1,47 @@
+# bids-syncact developer targets. Needs only Python 3.10+ and make (npm for test-integration).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_PREFIX ?= .cache/npm
+BIDS_VALIDATOR_NPM ?= bids-validator@1.15.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo test test-integration lint format clean
+
+install: $(STAMP)
+
+# DESIGN.md section 7: torch is not pinned; torchvision>0.28 brings the torch it was built for.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+	$(PIP) install --quiet -e '.[dev]' 2> >(grep -v '^WARNING: Location' >&2)
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/bids-syncact-demo demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check bids_syncact tests
+	$(BIN)/ruff format --check bids_syncact tests
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/codespell bids_syncact tests README.md
+
+# pytest exits 5 when it collects nothing: make fails then too.
+test: lint
+	$(BIN)/pytest -m 'not integration'
+
+$(NPM_PREFIX)/node_modules/.bin/bids-validator:
+	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --loglevel=error $(BIDS_VALIDATOR_NPM)
+
+test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator
+	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m integration
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix bids_syncact tests
+	$(BIN)/ruff format bids_syncact tests
+
+clean:
+	rm -rf $(VENV) .cache demo work .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""Shared fixtures: seeded randomness, synthetic movie datasets, an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bids_syncact.cli.run import main
+from bids_syncact.demo import DemoSpec, make_dataset
+
+SHARED_EXAMPLES = Path(__file__).resolve().parents[2] / 'shared' / 'bids-examples'
+#: Small enough for seconds per test, with unequal grid sides (nilearn's habit).
+TINY = DemoSpec(subjects=('01', '02'), runs=(1, 2), n_vols=20, shape=(7, 8, 9), n_dummies=2,
+                onset_s=2.0, movie_fps=4, movie_size=(32, 24))  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason='needs CUDA (torch.cuda.is_available() is false)')
+        for item in items:
+            if 'gpu' in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope='session')
+def _tiny_template(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp('template') / 'bids', TINY)
+
+
+@pytest.fixture
+def dataset(_tiny_template, tmp_path):
+    """A fresh copy of the tiny movie dataset (raw + derivatives/fmriprep) for this test."""
+    root = tmp_path / 'bids'
+    shutil.copytree(_tiny_template, root, symlinks=True)
+    return root
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """Run ``bids-syncact`` in-process; returns code, stdout and stderr."""
+
+    def run(*argv: str | Path, validate: bool = False) -> Result:
+        args = [str(a) for a in argv]
+        if '-w' not in args and '--work-dir' not in args:
+            args += ['-w', str(tmp_path / 'work')]
+        if not validate:
+            args.append('--skip-bids-validation')
+        capsys.readouterr()
+        code = main(args)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    def read(work: Path | None = None) -> dict:
+        return json.loads(((work or tmp_path / 'work') / 'plan.json').read_text())
+
+    return read
+
+
+def assert_refused(result: Result, code: int, *fragments: str) -> None:
+    """One line on stderr, the documented code, no traceback, the fragments in the message."""
+    assert result.code == code, (result.code, result.err)
+    assert len(result.err_lines) == 1, result.err
+    assert 'Traceback' not in result.err
+    line = result.err_lines[0]
+    assert line.startswith('bids-syncact: error: '), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every path under root (symlinks not followed)."""
+    return {
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in sorted(root.rglob('*'))
+    }
