@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     out, work = root / 'out', root / 'work'
     code = run_app([str(bids_dir), str(out), 'participant', '-w', str(work)])
     if code == 0:
-        print(f'Demo finished. Dataset: {bids_dir}; plan: {work / "plan.json"}; outputs: {out}')
+        print(f'Demo finished. Dataset: {bids_dir}; plan: {work / "plan.json"}')
     return code
 
 

@@ -277,3 +277,61 @@ def test_full_run_with_validation(cli, dataset, tmp_path):
     result = cli(dataset, tmp_path / 'out', 'participant', validate=True)
     assert result.code == 0, result.err
     assert (tmp_path / 'work' / 'bids_validator.json').is_file()
+
+
+def _add_session(dataset, sub, ses):
+    """Move every file of ``sub`` into ``ses-<ses>``, raw and derivatives."""
+    for path in sorted(dataset.rglob(f'sub-{sub}_*')):
+        target = path.parent.parent / f'ses-{ses}' / path.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        path.rename(target / path.name.replace(f'sub-{sub}_', f'sub-{sub}_ses-{ses}_'))
+
+
+def test_sessions_are_discovered_and_filtered(cli, dataset, tmp_path, plan_of):
+    _add_session(dataset, '01', 'pre')
+    _add_session(dataset, '02', 'post')
+    assert cli(dataset, tmp_path / 'out', 'participant').code == 0
+    runs = _runs(plan_of())
+    assert sorted(runs) == [f'sub-01_ses-pre_task-movie_run-{r}' for r in (1, 2)] + [
+        f'sub-02_ses-post_task-movie_run-{r}' for r in (1, 2)
+    ]
+    run = runs['sub-02_ses-post_task-movie_run-1']
+    assert '/sub-02/ses-post/func/sub-02_ses-post_task-movie_run-1_' in run['files']['mask']
+    assert run['files']['events'].endswith('sub-02_ses-post_task-movie_run-1_events.tsv')
+    assert cli(dataset, tmp_path / 'out', 'participant', '--session-label', 'ses-pre').code == 0
+    assert {r['entities']['session'] for r in plan_of()['Runs']} == {'pre'}
+
+
+def test_bids_database_dir_is_created_and_reused(cli, dataset, tmp_path, plan_of):
+    database = tmp_path / 'bids_db'
+    for _ in range(2):
+        result = cli(dataset, tmp_path / 'out', 'participant', '--bids-database-dir', database)
+        assert result.code == 0, result.err
+    assert any(database.iterdir())
+    assert len(plan_of()['Runs']) == 4
+
+
+def test_stimulus_onset_from_events_must_be_a_number(cli, dataset, tmp_path):
+    events = pd.read_csv(_events(dataset, '01', 2), sep='\t')
+    events['onset'] = 'n/a'
+    events.to_csv(_events(dataset, '01', 2), sep='\t', index=False)
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant'), 65,
+                   'sub-01_task-movie_run-2_events.tsv', 'onset must be a number of seconds')  # fmt: skip
+
+
+def test_stimulus_map_onset_must_be_a_number(cli, dataset, tmp_path):
+    path = _write_map(tmp_path, [{'task': 'movie', 'path': 'x.mp4', 'onset': 'soon'}])
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant', '--stimulus-map', path), 65,
+                   'line 2', "onset must be a number of seconds, got 'soon'")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ('argv', 'fragment'),
+    [
+        (['-d', '/a', 'fmriprep=/b'], 'names fMRIPrep twice'),
+        (['--stimulus', 'movie=/a.mp4', 'movie=/b.mp4'], 'two movies for the same task'),
+        (['--stimulus', '/a.mp4', 'rest=/b.mp4', '-t', 'movie'], 'no selected run has task rest'),
+    ],
+)
+def test_contradictory_inputs_are_refused(cli, dataset, tmp_path, argv, fragment):
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant', *argv), 64, fragment)

@@ -96,6 +96,17 @@ def _key(key: str, value: object) -> object:
     return text.removeprefix(prefix)
 
 
+def seconds(value: object, what: str) -> float:
+    """Return ``value`` as a finite number of seconds; raise ValueError naming ``what``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f'{what} must be a number of seconds, got {value!r}')
+    return number
+
+
 def _empty(value: object) -> bool:
     return (
         value is None
@@ -136,7 +147,7 @@ def read_stimulus_map(path: Path) -> tuple[MapRow, ...]:
             }
             if _empty(record['task']) or _empty(record['path']):
                 raise ValueError('task and path must not be empty')
-            start_s = 0.0 if _empty(record.get('start')) else float(record['start'])
+            start_s = 0.0 if _empty(record.get('start')) else seconds(record['start'], 'start')
             if start_s < 0:
                 raise ValueError('start must be 0 or more')
             movie = Path(str(record['path']).strip())
@@ -145,7 +156,7 @@ def read_stimulus_map(path: Path) -> tuple[MapRow, ...]:
                     line=line,
                     task=str(_key('task', record['task'])),
                     path=movie if movie.is_absolute() else path.parent / movie,
-                    onset_s=float(record['onset']),
+                    onset_s=seconds(record['onset'], 'onset'),
                     start_s=start_s,
                     **keys,
                 )
@@ -252,7 +263,7 @@ class StimulusResolver:
         if len(visual) == 1 and _suffix(str(visual[0]['stim_file'])) in VIDEO_EXTENSIONS:
             path = self.dataset_stim_file(str(visual[0]['stim_file']), events_file)
             return Stimulus(
-                kind='movie', source='events', path=path, onset_s=float(visual[0]['onset']),
+                kind='movie', source='events', path=path, onset_s=_event_seconds(visual[0]['onset'], 'onset', origin),
                 origin=origin, movie=self._probe(path, origin),
             )  # fmt: skip
         return Stimulus(
@@ -265,7 +276,11 @@ class StimulusResolver:
         duration = record.get('duration')
         if _suffix(path.name) in VIDEO_EXTENSIONS:
             clip_s = self._probe(path, events_file.name).duration_s
-            duration_s = clip_s if _empty(duration) else float(duration)  # type: ignore[arg-type]
+            duration_s = (
+                clip_s
+                if _empty(duration)
+                else _event_seconds(duration, 'duration', events_file.name)
+            )
         else:
             _check_readable(path, events_file.name)
             if _empty(duration):
@@ -273,8 +288,9 @@ class StimulusResolver:
                     f'{events_file.name}: image {record["stim_file"]} has no duration: give '
                     'every image of a sequence a duration in seconds'
                 )
-            duration_s = float(duration)  # type: ignore[arg-type]
-        return SequenceItem(path=path, onset_s=float(record['onset']), duration_s=duration_s)  # type: ignore[arg-type]
+            duration_s = _event_seconds(duration, 'duration', events_file.name)
+        onset_s = _event_seconds(record['onset'], 'onset', events_file.name)
+        return SequenceItem(path=path, onset_s=onset_s, duration_s=duration_s)
 
     def dataset_stim_file(self, stim_file: str, events_file: Path) -> Path:
         """Resolve a ``stim_file`` of the dataset under ``BIDS_DIR/stimuli``, safely.
@@ -326,6 +342,13 @@ class StimulusResolver:
                     'with ffmpeg -i IN -c:v libx264 OUT.mp4'
                 ) from err
         return self._probed[path]
+
+
+def _event_seconds(value: object, what: str, origin: str) -> float:
+    try:
+        return seconds(value, what)
+    except ValueError as err:
+        raise InputDataError(f"{origin}: a stim_file row's {err}") from err
 
 
 def _suffix(name: str) -> str:

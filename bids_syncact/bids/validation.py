@@ -14,7 +14,7 @@ from pathlib import Path
 from bids_syncact.errors import BIDSValidationError, UsageError
 
 LOGGER = logging.getLogger('bids_syncact.validation')
-VALIDATORS = ('bids-validator-deno', 'bids-validator')
+VALIDATORS = ('bids-validator-deno',)
 
 
 def find_validator() -> str | None:

@@ -105,6 +105,14 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
     bids_dir = _absolute(ns.bids_dir)
     output_dir = _absolute(ns.output_dir)
     derivatives = dict(ns.derivatives or [])
+    if len(ns.derivatives or []) > len(derivatives):
+        raise UsageError('-d/--derivatives names fMRIPrep twice: give one fMRIPrep folder')
+    stimulus_tasks = [task for task, _ in ns.stimulus or []]
+    if len(set(stimulus_tasks)) < len(stimulus_tasks):
+        raise UsageError(
+            '--stimulus gives two movies for the same task: one movie per task (use '
+            '--stimulus-map for per-run movies)'
+        )
     fmriprep_dir = _absolute(derivatives.get('fmriprep', bids_dir / 'derivatives' / 'fmriprep'))
     work_dir = _absolute(ns.work_dir or Path('work'))
     filters = {}
@@ -163,8 +171,16 @@ def run(config: Config) -> int:
     inputs, execution = config.inputs, config.execution
     if not inputs.bids_dir.is_dir():
         raise MissingInputError(f'BIDS_DIR {inputs.bids_dir} does not exist: check the path')
+    if not (inputs.bids_dir / 'dataset_description.json').is_file():
+        raise MissingInputError(
+            f'BIDS_DIR {inputs.bids_dir} is not a BIDS dataset: it has no dataset_description.json'
+        )
     check_output_location(config.output_dir, inputs.bids_dir, inputs.fmriprep_dir, 'OUTPUT_DIR')
     check_output_location(execution.work_dir, inputs.bids_dir, inputs.fmriprep_dir, '--work-dir')
+    if inputs.bids_database_dir is not None:
+        check_output_location(
+            inputs.bids_database_dir, inputs.bids_dir, inputs.fmriprep_dir, '--bids-database-dir'
+        )
     _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
     log_file = _log_to_file(execution.work_dir, execution.verbosity)
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
