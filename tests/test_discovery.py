@@ -304,11 +304,21 @@ def test_sessions_are_discovered_and_filtered(cli, dataset, tmp_path, plan_of):
 
 def test_bids_database_dir_is_created_and_reused(cli, dataset, tmp_path, plan_of):
     database = tmp_path / 'bids_db'
-    for _ in range(2):
-        result = cli(dataset, tmp_path / 'out', 'participant', '--bids-database-dir', database)
-        assert result.code == 0, result.err
-    assert any(database.iterdir())
+    assert cli(dataset, tmp_path / 'out', 'participant', '--bids-database-dir', database).code == 0
+    (index,) = database.glob('*.sqlite')
+    stamp = index.stat().st_mtime_ns
+    assert cli(dataset, tmp_path / 'out', 'participant', '--bids-database-dir', database).code == 0
+    assert index.stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert len(plan_of()['Runs']) == 4
+
+
+def test_bids_database_of_another_dataset_is_refused(cli, dataset, tmp_path):
+    database = tmp_path / 'bids_db'
+    assert cli(dataset, tmp_path / 'out', 'participant', '--bids-database-dir', database).code == 0
+    other = tmp_path / 'other'
+    shutil.copytree(dataset, other, symlinks=True)
+    result = cli(other, tmp_path / 'out', 'participant', '--bids-database-dir', database)
+    assert_refused(result, 64, '--bids-database-dir', f'indexes {dataset}', 'empty folder')
 
 
 def test_stimulus_onset_from_events_must_be_a_number(cli, dataset, tmp_path):
@@ -335,3 +345,93 @@ def test_stimulus_map_onset_must_be_a_number(cli, dataset, tmp_path):
 )
 def test_contradictory_inputs_are_refused(cli, dataset, tmp_path, argv, fragment):
     assert_refused(cli(dataset, tmp_path / 'out', 'participant', *argv), 64, fragment)
+
+
+@pytest.mark.parametrize(('value', 'runs'), [(None, 4), ('*', 0)])
+def test_bids_filter_null_and_any(cli, dataset, tmp_path, plan_of, value, runs):
+    filters = tmp_path / 'filters.json'
+    filters.write_text(json.dumps({'bold': {'acquisition': value}}))
+    result = cli(dataset, tmp_path / 'out', 'participant', '--bids-filter-file', filters)
+    if runs:
+        assert result.code == 0, result.err
+        assert len(plan_of()['Runs']) == runs
+        assert plan_of()['Config']['inputs']['bids_filters'] == {'bold': {'acquisition': value}}
+    else:  # no run has an acq- entity: "any value" selects none
+        assert_refused(result, 18, 'selected no BOLD run')
+
+
+def test_short_movie_warning_reaches_stderr(cli, dataset, tmp_path):
+    write_movie(dataset / 'stimuli' / 'movie.mp4', 14.0, fps=4, size=(32, 24))
+    result = cli(dataset, tmp_path / 'out', 'participant', '--participant-label', '01')
+    assert result.code == 0
+    assert result.err.count('before the run does: modelled as a blank screen') == 2
+
+
+def test_warnings_do_not_come_before_a_refusal(cli, dataset, tmp_path):
+    write_movie(dataset / 'stimuli' / 'movie.mp4', 14.0, fps=4, size=(32, 24))
+    edit_json(_preproc_json(dataset, '02', 2), RepetitionTime=2.0)
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant'), 65, 'TR mismatch')
+
+
+def test_tr_falls_back_to_raw_then_to_the_header(cli, dataset, tmp_path, plan_of):
+    import nibabel as nb
+
+    edit_json(_preproc_json(dataset), RepetitionTime=None)
+    assert cli(dataset, tmp_path / 'out', 'participant', '--participant-label', '01').code == 0
+    run = _runs(plan_of())['sub-01_task-movie_run-1']
+    assert run['RepetitionTime'] == 1.0
+    assert 'the raw one is used' in run['warnings'][0]
+
+    edit_json(dataset / 'task-movie_bold.json', RepetitionTime=None)
+    preproc = _preproc_json(dataset).with_suffix('').with_suffix('.nii.gz')
+    img = nb.load(preproc)
+    img.header.set_xyzt_units('mm', 'msec')
+    img.header.set_zooms((*img.header.get_zooms()[:3], 1500.0))
+    nb.Nifti1Image(img.get_fdata(), img.affine, img.header).to_filename(preproc)
+    assert cli(dataset, tmp_path / 'out', 'participant', '--participant-label', '01').code == 0
+    run = _runs(plan_of())['sub-01_task-movie_run-1']
+    assert run['RepetitionTime'] == 1.5
+    assert 'taken from the NIfTI header' in run['warnings'][0]
+
+
+@pytest.mark.parametrize(
+    ('key', 'value', 'fragment'),
+    [
+        ('RepetitionTime', '1.0 s', "RepetitionTime of the preprocessed BOLD sidecar is '1.0 s'"),
+        ('RepetitionTime', 0, 'must be a positive number of seconds'),
+        ('SliceTiming', 0.5, 'SliceTiming must be a list of seconds'),
+    ],
+)
+def test_malformed_sidecar_values_are_refused(cli, dataset, tmp_path, key, value, fragment):
+    edit_json(_preproc_json(dataset), SliceTimingCorrected=None, StartTime=None, **{key: value})
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant'), 65,
+                   'sub-01_task-movie_run-1', fragment)  # fmt: skip
+
+
+@pytest.mark.parametrize('which', ['events', 'map'])
+def test_empty_tsv_is_refused(cli, dataset, tmp_path, which):
+    if which == 'events':
+        _events(dataset, '01', 1).write_text('')
+        argv = []
+    else:
+        path = tmp_path / 'empty.tsv'
+        path.write_text('')
+        argv = ['--stimulus-map', path]
+    assert_refused(cli(dataset, tmp_path / 'out', 'participant', *argv), 65, 'cannot read')
+
+
+def test_plan_entities_hold_no_sidecar_metadata(cli, dataset, tmp_path, plan_of):
+    assert cli(dataset, tmp_path / 'out', 'participant').code == 0
+    entities = _runs(plan_of())['sub-01_task-movie_run-1']['entities']
+    assert entities == {'subject': '01', 'task': 'movie', 'run': 1, 'suffix': 'bold',
+                        'datatype': 'func', 'extension': '.nii.gz'}  # fmt: skip
+
+
+def test_runs_that_differ_in_dir_get_distinct_names(cli, dataset, tmp_path, plan_of):
+    for path in sorted(dataset.rglob('sub-01_task-movie_run-2_*')):
+        path.rename(path.with_name(path.name.replace('_run-2_', '_dir-PA_run-1_')))
+    for path in sorted(dataset.rglob('sub-01_task-movie_run-1_*')):
+        path.rename(path.with_name(path.name.replace('_run-1_', '_dir-AP_run-1_')))
+    assert cli(dataset, tmp_path / 'out', 'participant', '--participant-label', '01').code == 0
+    assert sorted(_runs(plan_of())) == ['sub-01_task-movie_dir-AP_run-1',
+                                         'sub-01_task-movie_dir-PA_run-1']  # fmt: skip

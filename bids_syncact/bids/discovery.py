@@ -122,9 +122,10 @@ class RunPlan:
 
 
 def read_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
-    """Read a ``--bids-filter-file``: ``{"bold": {entity: value}}``, with pybids' ``Query``.
+    """Read a ``--bids-filter-file``: ``{"bold": {entity: value}}``, as plain JSON values.
 
-    ``null`` selects files without the entity and ``"*"`` files with any value (fMRIPrep's rules).
+    ``null`` selects files without the entity and ``"*"`` files with any value (fMRIPrep's rules),
+    applied when querying.
 
     Raises
     ------
@@ -145,9 +146,13 @@ def read_bids_filters(path: Path) -> dict[str, dict[str, Any]]:
             f'--bids-filter-file {path}: unknown key(s) {", ".join(unknown)}; '
             f'valid: {", ".join(FILTER_KEYS)}'
         )
+    return raw
+
+
+def _as_query(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a filter-file entry into a pybids query: ``null`` is ``Query.NONE``, ``"*"`` ANY."""
     return {
-        key: {e: Query.NONE if v is None else Query.ANY if v == '*' else v for e, v in q.items()}
-        for key, q in raw.items()
+        k: Query.NONE if v is None else Query.ANY if v == '*' else v for k, v in filters.items()
     }
 
 
@@ -178,20 +183,21 @@ def discover(inputs: InputConfig, stimulus: StimulusConfig) -> tuple[RunPlan, ..
         )
     layout = _layout(inputs.bids_dir, database_path=inputs.bids_database_dir)
     fmriprep = _layout(inputs.fmriprep_dir, derivatives=True)
-    bolds = _select_bolds(layout, inputs)
+    runs = _select_runs(layout, inputs)
     resolver = StimulusResolver(
         inputs.bids_dir,
         map_rows=read_stimulus_map(stimulus.stimulus_map) if stimulus.stimulus_map else (),
         cli_stimuli=stimulus.stimulus,
         cli_onset_s=stimulus.stimulus_onset,
     )
-    _check_cli_stimuli(stimulus.stimulus, {b.entities['task'] for b in bolds})
+    _check_cli_stimuli(stimulus.stimulus, {run.entities['task'] for run in runs})
 
-    events = {bold.path: _events_file(layout, bold) for bold in bolds}
-    stimuli = {bold.path: resolver.resolve(bold.entities, events[bold.path]) for bold in bolds}
-    movie_tasks = {b.entities['task'] for b in bolds if stimuli[b.path] is not None}
+    stimuli = [resolver.resolve(run.entities, run.events) for run in runs]
+    movie_tasks = {
+        run.entities['task'] for run, stim in zip(runs, stimuli, strict=True) if stim is not None
+    }
     if not movie_tasks:
-        tasks = ', '.join(sorted({b.entities['task'] for b in bolds}))
+        tasks = ', '.join(sorted({run.entities['task'] for run in runs}))
         raise MissingInputError(
             f'no movie task: no run of task(s) {tasks} has a stimulus (no stim_file in its '
             'events): give the movie with --stimulus-map TSV or --stimulus [TASK=]PATH'
@@ -202,21 +208,30 @@ def discover(inputs: InputConfig, stimulus: StimulusConfig) -> tuple[RunPlan, ..
             f'--stimulus {task}=PATH'
         )
     plans = []
-    for bold in bolds:
-        if bold.entities['task'] not in movie_tasks:
-            LOGGER.info('Skipping %s: task without a stimulus', Path(bold.path).name)
+    for run, stim in zip(runs, stimuli, strict=True):
+        if run.entities['task'] not in movie_tasks:
+            LOGGER.info('Skipping %s: task without a stimulus', run.name)
             continue
-        stim = stimuli[bold.path]
         if stim is None:
             raise MissingInputError(
-                f'no stimulus for run {run_name(bold.entities)}: add a --stimulus-map row or a '
-                'stim_file to its events'
+                f'no stimulus for run {run.name}: add a --stimulus-map row or a stim_file to its '
+                'events'
             )
-        plans.append(
-            _plan_run(bold, layout, fmriprep, inputs, stim, events[bold.path],
-                      stimulus.dummy_scans)
-        )  # fmt: skip
+        plans.append(_plan_run(run, layout, fmriprep, inputs, stim, stimulus.dummy_scans))
     return tuple(sorted(plans, key=lambda p: p.name))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A selected raw run: its BOLD file, entities (no metadata) and events file."""
+
+    bold: BIDSFile
+    entities: Mapping[str, Any]
+    events: Path | None
+
+    @property
+    def name(self) -> str:
+        return run_name(self.entities)
 
 
 def _layout(
@@ -232,12 +247,18 @@ def _layout(
     if database_path is not None:
         kwargs['database_path'] = database_path
     try:
-        return BIDSLayout(root, **kwargs)
+        layout = BIDSLayout(root, **kwargs)
     except (ValueError, OSError) as err:  # pybids' BIDSValidationError is a ValueError
         raise InputDataError(f'cannot index the {what} at {root}: {err}') from err
+    if Path(layout.root).resolve() != root.resolve():
+        raise UsageError(
+            f'--bids-database-dir {database_path} indexes {layout.root}, not {root}: give an '
+            'empty folder or the database of this dataset'
+        )
+    return layout
 
 
-def _select_bolds(layout: BIDSLayout, inputs: InputConfig) -> list[BIDSFile]:
+def _select_runs(layout: BIDSLayout, inputs: InputConfig) -> list[_Run]:
     subjects = layout.get_subjects()
     missing = sorted(set(inputs.participant_label) - set(subjects))
     if missing:
@@ -245,7 +266,7 @@ def _select_bolds(layout: BIDSLayout, inputs: InputConfig) -> list[BIDSFile]:
             f'participant(s) {", ".join(missing)} not found in {inputs.bids_dir} '
             f'(it has: {_listing(subjects)})'
         )
-    query: dict[str, Any] = dict(inputs.bids_filters.get('bold', {}))
+    query = _as_query(inputs.bids_filters.get('bold', {}))
     query |= {'datatype': 'func', 'suffix': 'bold', 'extension': NIFTI}
     for key, values in (('subject', inputs.participant_label), ('session', inputs.session_label),
                         ('task', inputs.task_id)):  # fmt: skip
@@ -255,16 +276,28 @@ def _select_bolds(layout: BIDSLayout, inputs: InputConfig) -> list[BIDSFile]:
         files = layout.get(**query)
     except (ValueError, TypeError) as err:  # unknown entity in the filter file
         raise UsageError(f'--bids-filter-file: {err}') from err
-    unique = {}
+    unique: dict[tuple[tuple[str, str], ...], BIDSFile] = {}
     for bold in files:  # one entry per run: the echoes of a multi-echo run share it
-        unique.setdefault(_run_key(bold.entities), bold)
+        unique.setdefault(_run_key(bold.get_entities(metadata=False)), bold)
     if not unique:
         raise NothingSelectedError(
             f'the filters selected no BOLD run in {inputs.bids_dir} (tasks there: '
             f'{_listing(layout.get_tasks())}; sessions: {_listing(layout.get_sessions())}): '
             'check --participant-label, --session-label, -t and --bids-filter-file'
         )
-    return [unique[key] for key in sorted(unique, key=str)]
+    runs = []
+    for key in sorted(unique, key=str):
+        bold = unique[key]
+        entities = bold.get_entities(metadata=False)
+        runs.append(_Run(bold=bold, entities=entities, events=_events_file(layout, bold)))
+    names = [run.name for run in runs]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:  # entities this app cannot tell apart in its output names
+        raise InputDataError(
+            f'runs that differ only in entities not used in output names share the name '
+            f'{clashes[0]}: select one of them with --bids-filter-file'
+        )
+    return runs
 
 
 def _check_cli_stimuli(cli_stimuli: Sequence[tuple[str | None, Path]], tasks: set[str]) -> None:
@@ -305,16 +338,15 @@ def _derivative_query(entities: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _plan_run(
-    bold: BIDSFile,
+    run: _Run,
     layout: BIDSLayout,
     fmriprep: BIDSLayout,
     inputs: InputConfig,
     stim: Stimulus,
-    events: Path | None,
     dummy_scans: int | None,
 ) -> RunPlan:
-    name = run_name(bold.entities)
-    query = _derivative_query(bold.entities)
+    name = run.name
+    query = _derivative_query(run.entities)
     preproc, res = _preproc_bold(fmriprep, query, inputs, name)
     space_query = {**query, 'space': inputs.space, 'res': res or Query.NONE}
     mask = _one(fmriprep, name, 'brain mask', desc='brain', suffix='mask', extension=NIFTI,
@@ -323,19 +355,19 @@ def _plan_run(
                      suffix=['timeseries', 'regressors'], extension='.tsv', **query)  # fmt: skip
 
     img = _load_header(preproc, name)
-    deriv_meta = fmriprep.get_metadata(str(preproc))
-    raw_meta = layout.get_metadata(bold.path)
-    t_r = _repetition_time(name, deriv_meta, raw_meta, img)
+    deriv_meta = _metadata(fmriprep, preproc, name)
+    raw_meta = _metadata(layout, Path(run.bold.path), name)
+    t_r, tr_warnings = _repetition_time(name, deriv_meta, raw_meta, img)
     n_vols = int(img.shape[3])
     try:
         offset_s, source = acquisition_offset({**raw_meta, **deriv_meta}, t_r)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise InputDataError(f'{name}: {err}') from err
     nss = _non_steady_state(confounds, n_vols, name)
-    warnings = _check_coverage(stim, n_vols * t_r, name)
+    warnings = tr_warnings + _check_coverage(stim, n_vols * t_r, name)
     return RunPlan(
-        name=name, entities=dict(bold.entities), raw_bold=Path(bold.path),
-        events=events, preproc_bold=preproc, mask=mask, confounds=confounds,
+        name=name, entities=dict(run.entities), raw_bold=Path(run.bold.path),
+        events=run.events, preproc_bold=preproc, mask=mask, confounds=confounds,
         space=inputs.space, res=res, t_r=t_r, n_vols=n_vols, acq_offset_s=offset_s,
         timing_source=source, nss_volumes=nss, dummy_scans=dummy_scans, stimulus=stim,
         warnings=warnings,
@@ -404,28 +436,54 @@ def _load_header(path: Path, name: str) -> nb.spatialimages.SpatialImage:
     return img
 
 
+def _metadata(layout: BIDSLayout, path: Path, name: str) -> dict[str, Any]:
+    try:
+        metadata = layout.get_metadata(str(path))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise InputDataError(f'{name}: cannot read the sidecar of {path.name}: {err}') from err
+    if not isinstance(metadata, Mapping):
+        raise InputDataError(f'{name}: the sidecar of {path.name} is not a JSON object')
+    return dict(metadata)
+
+
+def _seconds_key(metadata: Mapping[str, Any], key: str, name: str, what: str) -> float | None:
+    value = metadata.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputDataError(
+            f'{name}: {key} of the {what} sidecar is {value!r}: it must be a positive number of '
+            'seconds'
+        )
+    return float(value)
+
+
 def _repetition_time(
     name: str, deriv_meta: Mapping[str, Any], raw_meta: Mapping[str, Any], img: Any
-) -> float:
-    t_r = deriv_meta.get('RepetitionTime')
-    if t_r is None:  # fallback: the NIfTI header, often 0 or in ms
+) -> tuple[float, tuple[str, ...]]:
+    """TR (s): the preprocessed sidecar's, else the raw sidecar's, else the NIfTI header's."""
+    t_r = _seconds_key(deriv_meta, 'RepetitionTime', name, 'preprocessed BOLD')
+    raw_t_r = _seconds_key(raw_meta, 'RepetitionTime', name, 'raw BOLD')
+    warnings: tuple[str, ...] = ()
+    if t_r is None and raw_t_r is not None:
+        t_r = raw_t_r
+        warnings = (f'{name}: no RepetitionTime in the preprocessed sidecar: the raw one is used',)
+    elif t_r is None:  # last resort: the NIfTI header, often 0 or in ms
         zooms = img.header.get_zooms()
         units = img.header.get_xyzt_units()[1] if hasattr(img.header, 'get_xyzt_units') else 'sec'
         t_r = float(zooms[3]) / (1000.0 if units == 'msec' else 1.0)
         if not 0 < t_r < 100:
             raise InputDataError(
-                f'{name}: no RepetitionTime in the preprocessed BOLD sidecar and none usable in '
-                'its NIfTI header: add RepetitionTime (s) to the sidecar'
+                f'{name}: no RepetitionTime in the BOLD sidecars and none usable in the NIfTI '
+                'header: add RepetitionTime (s) to the sidecar'
             )
-        LOGGER.warning('%s: RepetitionTime from the NIfTI header: %g s', name, t_r)
-    t_r = float(t_r)
-    raw_t_r = raw_meta.get('RepetitionTime')
-    if raw_t_r is not None and abs(float(raw_t_r) - t_r) > TR_TOLERANCE_S:
+        warnings = (f'{name}: RepetitionTime {t_r:g} s taken from the NIfTI header',)
+    if raw_t_r is not None and abs(raw_t_r - t_r) > TR_TOLERANCE_S:
         raise InputDataError(
-            f'{name}: TR mismatch, raw {float(raw_t_r):g} s vs preprocessed {t_r:g} s: the '
+            f'{name}: TR mismatch, raw {raw_t_r:g} s vs preprocessed {t_r:g} s: the '
             'derivatives do not belong to this dataset, or a sidecar is wrong'
         )
-    return t_r
+    return t_r, warnings
 
 
 def _non_steady_state(confounds: Path, n_vols: int, name: str) -> tuple[int, ...]:
@@ -465,6 +523,5 @@ def _check_coverage(stim: Stimulus, run_s: float, name: str) -> tuple[str, ...]:
             f'{name}: the movie ends {run_s - end_s:.1f} s before the run does: modelled as a '
             'blank screen'
         )
-        LOGGER.warning(message)
         return (message,)
     return ()

@@ -129,7 +129,7 @@ def read_stimulus_map(path: Path) -> tuple[MapRow, ...]:
         raise MissingInputError(f'--stimulus-map {path} does not exist: check the path')
     try:
         table = pd.read_csv(path, sep='\t', dtype=str, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputDataError(f'cannot read --stimulus-map {path}: {err}') from err
     missing = [col for col in ('task', 'path', 'onset') if col not in table.columns]
     if missing:
@@ -191,7 +191,7 @@ def match_map_row(rows: Sequence[MapRow], entities: Mapping[str, object]) -> Map
 def run_name(entities: Mapping[str, object]) -> str:
     """Return a run's BIDS name prefix, e.g. ``sub-01_ses-1_task-movie_run-2``."""
     prefixes = {'subject': 'sub', 'session': 'ses', 'task': 'task', 'acquisition': 'acq',
-                'run': 'run'}  # fmt: skip
+                'ceagent': 'ce', 'reconstruction': 'rec', 'direction': 'dir', 'run': 'run'}  # fmt: skip
     return '_'.join(
         f'{p}-{entities[k]}' for k, p in prefixes.items() if entities.get(k) is not None
     )
@@ -246,7 +246,12 @@ class StimulusResolver:
     def _from_events(self, events_file: Path) -> Stimulus | None:
         try:
             events = pd.read_csv(events_file, sep='\t', na_values='n/a', keep_default_na=False)
-        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        except (
+            OSError,
+            UnicodeDecodeError,
+            pd.errors.ParserError,
+            pd.errors.EmptyDataError,
+        ) as err:
             raise InputDataError(f'cannot read {events_file.name}: {err}') from err
         if 'stim_file' not in events.columns:
             return None

@@ -93,6 +93,11 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
             f'unknown analysis level {ns.analysis_level!r}: use participant or group'
         )
     refuse_unbuilt_options(parser, ns)
+    if ns.stimulus and ns.stimulus_map:
+        raise UsageError(
+            '--stimulus and --stimulus-map both say which movie a run showed: give one (a map '
+            'row with only task and path covers every run of a task)'
+        )
     if ns.stimulus_onset is not None and not ns.stimulus:
         raise UsageError('--stimulus-onset needs --stimulus (the map has its own onset column)')
     strategy = ns.confounds_strategy or CouplingConfig().confounds_strategy

@@ -75,7 +75,9 @@ def acquisition_offset(metadata: Mapping[str, Any], t_r: float) -> tuple[float, 
         _within_tr(float(delay), t_r, 'DelayTime')
         return (t_r - float(delay)) / 2.0, 'DelayTime'
     slice_timing = metadata.get('SliceTiming')
-    if slice_timing is not None and len(slice_timing) > 0:
+    if slice_timing is not None and not isinstance(slice_timing, list | tuple):
+        raise ValueError(f'SliceTiming must be a list of seconds, got {slice_timing!r}')
+    if slice_timing:
         times = np.asarray(slice_timing, dtype=float)
         if times.min() < 0 or times.max() >= t_r:
             raise ValueError(

@@ -29,6 +29,9 @@ def run_participant_level(config: Config) -> int:
         The exit code (0).
     """
     plans = discover(config.inputs, config.stimulus)
+    for plan in plans:  # warned only once nothing was refused: a refusal stays one line
+        for warning in plan.warnings:
+            LOGGER.warning(warning)
     plan_file = config.execution.work_dir / 'plan.json'
     atomic_write_json(plan_file, plan_document(config, plans))
     print(format_plan(plans))
