@@ -71,6 +71,8 @@ def test_help_shows_the_whole_contract(capsys):
         assert re.search(rf'^\s+{code.value}\s', text, re.MULTILINE), code
     for group in ('Inputs', 'Stimulus model', 'CNN', 'Coupling', 'Performance and run'):
         assert f'{group}:' in text
+    # Options of stages not built yet say so in the help too.
+    assert len(re.findall(r'\[not\s+in\s+this\s+version:', text)) == len(UNBUILT_EXAMPLES)
 
 
 @pytest.mark.skipif(not DESIGN.is_file(), reason='../shared/DESIGN.md missing')
