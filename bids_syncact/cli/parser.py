@@ -83,7 +83,7 @@ def _add(
     **kwargs: Any,
 ) -> None:
     if not STAGES[stage]:
-        kwargs['help'] = f"{kwargs.get('help', '')} [not in this version: needs {stage}]"
+        kwargs['help'] = f'{kwargs.get("help", "")} [not in this version: needs {stage}]'
     if kwargs.get('nargs') == '+':  # a repeated option adds to, not replaces, its values
         kwargs.setdefault('action', 'extend')
     action = group.add_argument(*flags, default=None, **kwargs)
