@@ -16,7 +16,8 @@ from bids_syncact.demo import DemoSpec, make_dataset
 SHARED_EXAMPLES = Path(__file__).resolve().parents[2] / 'shared' / 'bids-examples'
 #: Small enough for seconds per test, with unequal grid sides (nilearn's habit).
 TINY = DemoSpec(subjects=('01', '02'), runs=(1, 2), n_vols=20, shape=(7, 8, 9), n_dummies=2,
-                onset_s=2.0, movie_fps=4, movie_size=(32, 24))  # fmt: skip
+                onset_s=2.0, movie_fps=4, movie_size=(32, 24), natural_movie=False,
+                planted=False)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

@@ -42,3 +42,23 @@ def test_the_npm_validator_catches_what_we_break(dataset):
     )
     assert proc.returncode != 0
     assert json.loads(proc.stdout)['issues']['errors']
+
+
+@pytest.fixture(scope='module')
+def demo_dataset(tmp_path_factory):
+    from bids_syncact.demo import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp('demo') / 'demo')
+
+
+@pytest.mark.slow
+def test_the_demo_raw_dataset_passes_the_npm_bids_validator(demo_dataset):
+    """The demo at its real size (3 subjects, 2 runs, 300 volumes, planted truth)."""
+    proc = subprocess.run(
+        [_npm_validator(), str(demo_dataset), '--json'], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report['issues']['errors'] == [], report['issues']['errors']
+    assert report['summary']['subjects'] == ['01', '02', '03']
+    assert (demo_dataset / 'sourcedata' / 'groundtruth' / 'truth.json').is_file()

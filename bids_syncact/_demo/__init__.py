@@ -1,0 +1,1 @@
+"""Parts of the demo dataset: the movie and the planted ground truth (independent of core/)."""
