@@ -9,7 +9,7 @@ BIDS_VALIDATOR_NPM ?= bids-validator@1.15.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-integration lint format clean
+.PHONY: install demo test test-integration lint format boutiques clean
 
 install: $(STAMP)
 
@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bids_syncact tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/codespell bids_syncact tests README.md
+	$(BIN)/hadolint Dockerfile
 
 # pytest exits 5 when it collects nothing: make fails then too.
 test: lint
@@ -39,9 +40,13 @@ $(NPM_PREFIX)/node_modules/.bin/bids-validator:
 test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator
 	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m integration
 
+# boutiques.json is made from the argument parser; a test fails when it is stale.
+boutiques: $(STAMP)
+	$(BIN)/python -m bids_syncact.cli.boutiques boutiques.json
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix bids_syncact tests
 	$(BIN)/ruff format bids_syncact tests
 
 clean:
-	rm -rf $(VENV) .cache demo work .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache demo demo-work work .pytest_cache .ruff_cache

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install bids-syncact with its pretrained weights and TemplateFlow files.
+# Shared by the Dockerfile and CI (DESIGN.md section 7); CI runs the --offline mode.
+#
+#   scripts/install.sh [--python PY] [--torch VARIANT] [--editable] [--offline]
+#
+#   --python PY       interpreter whose environment receives the install (default: python3)
+#   --torch VARIANT   install torchvision (and the torch it requires) from the PyTorch index of
+#                     VARIANT first: cpu (the image's default), cu126, cu128, ...; without it pip
+#                     resolves torchvision>0.28 from the configured index (never pin torch: the
+#                     local CPU-only torch 2.13 wheel cannot load torchvision's ops)
+#   --editable        pip install -e (a development checkout)
+#   --offline         download no weights or templates: resolve and list them (every weights
+#                     enum, every TemplateFlow query), which fails if one no longer exists
+set -euo pipefail
+
+python=python3
+torch_variant=''
+editable=''
+offline=''
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --python) python="$2"; shift 2 ;;
+        --torch) torch_variant="$2"; shift 2 ;;
+        --editable) editable='-e'; shift ;;
+        --offline) offline='--offline'; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
+    esac
+done
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+pip=("$python" -m pip --disable-pip-version-check --no-cache-dir)
+
+if [ -n "$torch_variant" ]; then
+    "${pip[@]}" install --index-url "https://download.pytorch.org/whl/${torch_variant}" \
+        --extra-index-url https://pypi.org/simple 'torchvision>0.28'
+fi
+if [ -n "$editable" ]; then
+    "${pip[@]}" install -e "$src"
+else
+    "${pip[@]}" install "$src"
+fi
+
+"$python" -m bids_syncact.cli.run --version
+"$python" -m bids_syncact.resources $offline
+echo "install.sh: done${offline:+ (offline: resources listed, not fetched)}"
