@@ -1,12 +1,14 @@
 # bids-syncact BIDS-App image. CPU torch by default; CUDA with --build-arg TORCH_VARIANT=cu126.
-#   docker build --build-arg VERSION=$(git describe --tags --always) -t bids-syncact .
+#   docker build --build-arg VERSION=$(python -c 'import bids_syncact; print(bids_syncact.__version__)') \
+#       -t bids-syncact:latest .          (VERSION must be a PEP 440 version, e.g. 0.1.0)
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_VARIANT=cpu
 ARG VERSION=0.0.0+docker
 
-# Everything the app or its libraries would cache goes to /tmp or to read-only /opt: the image
-# runs with -u $(id -u), --read-only --tmpfs /tmp, and under Apptainer with the host's HOME.
+# Weights and templates live in read-only /opt; the app points matplotlib, XDG and Deno caches
+# at its work dir when they are unset or not writable. The image runs with -u $(id -u),
+# --read-only --tmpfs /tmp, and under Apptainer with the host's HOME.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -14,15 +16,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TEMPLATEFLOW_HOME=/opt/bids-syncact/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \
     HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
-    XDG_CACHE_HOME=/tmp/.cache \
-    DENO_DIR=/tmp/deno \
     NIPYPE_NO_ET=1 \
     BIDS_SYNCACT_CONTAINER="docker bids-syncact:${VERSION}"
 
 COPY . /src
 # The version comes from the build argument: there is no .git in the build context.
 RUN SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}" /src/scripts/install.sh --torch "${TORCH_VARIANT}" \
+    && python -m bids_syncact.cli.boutiques /opt/bids-syncact/boutiques.json \
     && rm -rf /src \
     && chmod -R a+rX /opt/bids-syncact
 

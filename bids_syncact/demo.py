@@ -31,7 +31,7 @@ import pandas as pd
 
 from bids_syncact._demo import movie as demo_movie
 from bids_syncact._demo import truth as demo_truth
-from bids_syncact._demo.signals import synthesize_bold
+from bids_syncact._demo.signals import cosine_basis, synthesize_bold
 
 SPACE = 'MNI152NLin2009cAsym'
 #: Bumped whenever the generator changes what it writes: the cache is rebuilt then.
@@ -221,14 +221,25 @@ def _plant_truth(root, spec, frames, affine, mask, acq_times) -> tuple[np.ndarra
     acts = demo_truth.layer_activations(model, shown, truth.layer)
     blank_frame = np.full_like(frames[0], demo_truth.BLANK_RGB)
     blank = demo_truth.layer_activations(model, [blank_frame], truth.layer)[0]
-    units = demo_truth.choose_units(acts, truth.n_units, truth.candidates)
-    raw = demo_truth.regressors(acts[:, units], blank[units], tick_hz=truth.sample_hz,
-                                onset_s=spec.onset_s, acq_times=acq_times, dt=truth.dt)  # fmt: skip
-    regressors = demo_truth.standardise(raw)
+    order = np.argsort(-acts.var(axis=0), kind='stable')[: truth.candidates]
+    candidates = demo_truth.regressors(acts[:, order], blank[order], tick_hz=truth.sample_hz,
+                                       onset_s=spec.onset_s, acq_times=acq_times, dt=truth.dt)  # fmt: skip
+    kept = np.arange(spec.n_dummies, spec.n_vols)  # as the coupling sees them: after the dummies,
+    drift = np.column_stack([cosine_basis(spec.n_vols, spec.t_r)[kept], np.ones(len(kept))])
+    seen = candidates[kept] - drift @ np.linalg.lstsq(drift, candidates[kept], rcond=None)[0]
+    picked = demo_truth.choose_units(seen, truth.n_units, truth.pair_r)  # high-passed
+    units = [int(order[j]) for j in picked]
+    regressors = demo_truth.standardise(candidates[:, picked])
+    seen_corr = np.corrcoef(seen[:, picked].T)
     maps = demo_truth.network_maps(mask.shape, affine, truth.networks, truth.blob_sigma_mm)
     maps *= mask[..., None]
-    corr = np.corrcoef(regressors.T)
+    corr = seen_corr
 
+    ticks_table = pd.DataFrame(acts[:, units], columns=[f'unit{u:03d}' for u in units])
+    ticks_table.insert(0, 'movie_time', ticks / truth.sample_hz)
+    blank_row = pd.DataFrame([[np.nan, *blank[units]]], columns=ticks_table.columns)
+    pd.concat([blank_row, ticks_table]).to_csv(out / 'desc-activations_timeseries.tsv', sep='\t',
+                                                index=False, na_rep='blank', float_format='%.9g')  # fmt: skip
     table = pd.DataFrame(regressors, columns=[f'unit{u:03d}' for u in units])
     table.insert(0, 'acquisition_time', acq_times)
     table.to_csv(out / 'desc-planted_regressors.tsv', sep='\t', index=False, float_format='%.9g')
@@ -248,8 +259,12 @@ def _plant_truth(root, spec, frames, affine, mask, acq_times) -> tuple[np.ndarra
                                        'n_vols': spec.n_vols, 'n_dummies': spec.n_dummies,
                                        'movie_fps': spec.movie_fps, 'frame_fit': 'pad (mid-grey)',
                                        'hrf': 'SPM canonical (scipy.stats.gamma 6, 16, 1/6)'},
+        'Activations': 'desc-activations_timeseries.tsv (every tick, and the blank screen)',
         'RegressorCorrelation': np.round(corr, 4).tolist(),
         'MaxAbsCorrelation': float(off_diagonal.max()),
+        'VarianceInflation': np.round(demo_truth.variance_inflation(corr), 3).tolist(),
+        'ConditionNumber': float(np.linalg.cond(corr)),
+        'CorrelationsComputedOn': 'HRF-convolved regressors after the dummies, cosine high-passed',
         'Sha256': checksums,
     })  # fmt: skip
     return maps, regressors
@@ -339,11 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     root = args.dir.absolute()
     spec = DemoSpec()
     stamp = root / '.bids-syncact-demo.json'
+    if root.exists() and any(root.iterdir()) and not stamp.is_file():
+        print(f'bids-syncact-demo: error: {root} exists and is not a demo dataset (no {stamp.name}):'
+              ' choose another DIR; nothing was changed', file=sys.stderr)  # fmt: skip
+        return 64
     cached = stamp.is_file() and json.loads(stamp.read_text()) == _stamp(spec)
     if args.rebuild or not cached:
-        shutil.rmtree(root, ignore_errors=True)
         print(f'Building the demo dataset in {root} (about a minute) ...', flush=True)
-        make_dataset(root, spec)
+        partial = root.with_name(f'.{root.name}.partial')  # whole or not at all
+        shutil.rmtree(partial, ignore_errors=True)
+        make_dataset(partial, spec)
+        shutil.rmtree(root, ignore_errors=True)  # only ever a stamped demo dataset
+        partial.rename(root)
     else:
         print(f'Using the cached demo dataset in {root} (--rebuild to rebuild)', flush=True)
 

@@ -36,6 +36,10 @@ if [ -n "$torch_variant" ]; then
     "${pip[@]}" install --index-url "https://download.pytorch.org/whl/${torch_variant}" \
         --extra-index-url https://pypi.org/simple 'torchvision>0.28'
 fi
+if [ "$torch_variant" = cpu ] && ! "$python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
+    echo "install.sh: --torch cpu installed a CUDA build of torch: the PyTorch CPU index lacks a torchvision>0.28 for this Python" >&2
+    exit 1
+fi
 if [ -n "$editable" ]; then
     "${pip[@]}" install -e "$src"
 else

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -74,7 +76,8 @@ def cli(capsys, tmp_path):
         if not validate:
             args.append('--skip-bids-validation')
         capsys.readouterr()
-        code = main(args)
+        with mock.patch.dict(os.environ):  # main() may point caches at its work dir
+            code = main(args)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -51,7 +51,7 @@ def test_singularity_recipe_bootstraps_from_the_docker_image():
 def test_dockerfile_keeps_caches_outside_home_and_fetches_at_build():
     text = (ROOT / 'Dockerfile').read_text()
     for setting in ('TORCH_HOME=/opt/', 'TEMPLATEFLOW_HOME=/opt/', 'TEMPLATEFLOW_AUTOUPDATE=0',
-                    'MPLCONFIGDIR=/tmp', 'SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}"',
+                    'HOME=/tmp', 'SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}"',
                     'scripts/install.sh --torch "${TORCH_VARIANT}"', 'ARG TORCH_VARIANT=cpu'):  # fmt: skip
         assert setting in text, setting
 
@@ -114,9 +114,10 @@ def test_bosh_simulate_gives_a_command_the_parser_accepts(tmp_path):
 
 
 def test_versions_agree(cli, dataset, tmp_path, plan_of):
-    proc = _run(BIN / 'bids-syncact', '--version')
+    proc = _run(BIN / 'bids-syncact', '--version')  # the installed entry point
     assert proc.stdout.strip() == f'bids-syncact {__version__}'
-    assert build_descriptor()['tool-version'] == __version__
+    made = _run(sys.executable, '-m', 'bids_syncact.cli.boutiques')  # what the image writes
+    assert json.loads(made.stdout)['tool-version'] == __version__
     assert cli(dataset, tmp_path / 'out', 'participant').code == 0
     assert plan_of()['GeneratedBy']['Version'] == __version__
     assert VERBOSITY_CHOICES[1] == '-vv'
@@ -128,17 +129,18 @@ def test_install_script_refuses_unknown_options():
     assert 'unknown option --no-such-thing' in proc.stderr
 
 
-def _as_nobody(command: list[str]) -> list[str]:
-    """Drop to an unprivileged user when root (root ignores read-only permissions)."""
-    if os.geteuid() != 0 or not shutil.which('setpriv'):
-        return command
-    nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
-    validator = BIN / 'bids-validator-deno'
-    probe = f'import subprocess; subprocess.run([{str(validator)!r}, "--version"], check=True)'
-    if subprocess.run([*nobody, sys.executable, '-c', probe], capture_output=True,
-                      check=False).returncode != 0:  # fmt: skip
-        return command  # this Python (e.g. under /root) is not usable by others: run as is
-    return nobody + command
+def _read_only(folder: Path, command: list[str]) -> list[str]:
+    """Run ``command`` with ``folder`` bind-mounted read-only (a user namespace: root too)."""
+    unshare = ['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c']
+    probe = 'mount --bind -o ro "$1" "$1" && ! touch "$1/.probe" 2>/dev/null'
+    if shutil.which('unshare') is None or subprocess.run(
+        [*unshare, probe, 'sh', str(folder)], capture_output=True, check=False
+    ).returncode != 0:  # fmt: skip
+        if os.environ.get('CI') == 'true':
+            pytest.fail('cannot bind-mount read-only in a user namespace (unshare) on CI')
+        pytest.skip('unshare cannot bind-mount read-only here')
+    run = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    return [*unshare, run, 'sh', str(folder), *command]
 
 
 def test_cli_runs_under_container_constraints(_tiny_template):  # noqa: PT019
@@ -158,8 +160,9 @@ def test_cli_runs_under_container_constraints(_tiny_template):  # noqa: PT019
         env = {**os.environ, 'HOME': '/nonexistent', 'TMPDIR': str(writable / 'tmp'),
                'MPLCONFIGDIR': str(writable / 'tmp' / 'mpl')}  # fmt: skip
         before = tree_state(dataset)
-        command = _as_nobody([str(BIN / 'bids-syncact'), str(dataset), str(writable / 'out'),
-                              'participant', '-w', str(writable / 'work')])  # fmt: skip
+        command = _read_only(dataset, [str(BIN / 'bids-syncact'), str(dataset),
+                                       str(writable / 'out'), 'participant', '-w',
+                                       str(writable / 'work')])  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
                               preexec_fn=lambda: os.umask(0o027))  # fmt: skip
         assert proc.returncode == 0, proc.stderr
@@ -182,3 +185,23 @@ def test_install_script_offline_mode():
     assert 'weights alexnet: AlexNet_Weights.' in proc.stdout
     assert 'atlas=Schaefer2018' in proc.stdout
     assert f'bids-syncact {__version__.split("+")[0]}' in proc.stdout
+
+
+def test_caches_go_to_the_work_dir_when_home_is_not_writable(cli, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv('MPLCONFIGDIR', '/proc/not-writable')
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    seen = {}
+
+    from bids_syncact.workflows import participant
+
+    real = participant.discover
+
+    def spy(*args, **kwargs):
+        seen.update({k: os.environ.get(k) for k in ('MPLCONFIGDIR', 'XDG_CACHE_HOME')})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(participant, 'discover', spy)
+    assert cli(dataset, tmp_path / 'out', 'participant').code == 0
+    work = tmp_path / 'work' / '.cache'
+    assert seen == {'MPLCONFIGDIR': str(work / 'mplconfigdir'),
+                    'XDG_CACHE_HOME': str(work / 'xdg_cache_home')}  # fmt: skip

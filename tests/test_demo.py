@@ -13,7 +13,7 @@ import pytest
 from bids_syncact._demo import truth as demo_truth
 from bids_syncact.demo import DemoSpec, make_dataset
 
-SMALL = DemoSpec(subjects=('01',), runs=(1,), n_vols=120)
+SMALL = DemoSpec(subjects=('01',), runs=(1,))  # the demo's clock and movie, one run
 
 
 def test_hrf_is_normalised_and_peaks_near_5_s():
@@ -23,13 +23,14 @@ def test_hrf_is_normalised_and_peaks_near_5_s():
     assert hrf[int(16 / 0.05)] < 0  # the undershoot
 
 
-def test_a_flash_peaks_about_5_s_after_it_is_shown():
+def test_a_flash_peaks_5_s_after_it_is_shown():
     acts = np.zeros((240, 2))  # 60 s of ticks at 4 Hz
-    acts[40] = 1.0  # shown at 10 s into the movie
-    regs = demo_truth.regressors(acts, np.zeros(2), tick_hz=4.0, onset_s=2.0,
-                                 acq_times=np.arange(60) + 0.5, dt=0.05)  # fmt: skip
-    assert regs.shape == (60, 2)
-    assert 16.0 <= 0.5 + np.argmax(regs[:, 0]) <= 18.0  # onset 2 + flash 10 + HRF peak ~5
+    acts[40] = 1.0  # on screen from 10.00 to 10.25 s into the movie
+    times = np.arange(0, 40, 0.01)
+    regs = demo_truth.regressors(acts, np.zeros(2), tick_hz=4.0, onset_s=2.0, acq_times=times,
+                                 dt=0.01)  # fmt: skip
+    # onset 2 s + flash 10.125 s + the SPM HRF's peak (about 5 s after its start)
+    assert times[np.argmax(regs[:, 0])] == pytest.approx(2.0 + 10.125 + 4.95, abs=0.15)
 
 
 def test_blank_screen_before_and_after_the_movie():
@@ -40,15 +41,20 @@ def test_blank_screen_before_and_after_the_movie():
     assert regs[4, 0] > 0.8  # 4.5 s: the movie (-5 to 5 s) drives it, not the blank
 
 
-def test_units_are_distinct_and_include_a_correlated_pair(rng):
-    base = rng.standard_normal((200, 1))
-    acts = np.column_stack([base * 3, base * 2 + 0.8 * rng.standard_normal((200, 1)),
-                            base * 3.0001, rng.standard_normal((200, 5)) * 1.5])  # fmt: skip
-    units = demo_truth.choose_units(acts, 4, 8)
-    assert len(set(units)) == 4
-    assert units[0] in (0, 2)
-    assert {0, 2} - set(units)  # a near-copy (|r| > 0.95) is never planted twice
-    assert abs(np.corrcoef(acts[:, units[0]], acts[:, units[1]])[0, 1]) > 0.5
+def test_units_include_one_collinear_pair_and_stay_identifiable(rng):
+    base = rng.standard_normal(300)
+    regs = np.column_stack([
+        base,
+        0.9 * base + 0.6 * rng.standard_normal(300),  # |r| ~ 0.83: outside the pair's range
+        0.65 * base + 0.75 * rng.standard_normal(300),  # |r| ~ 0.65: the pair
+        base + 0.01 * rng.standard_normal(300),  # a near-copy of the first
+        rng.standard_normal((300, 6)),
+    ])  # fmt: skip
+    units = demo_truth.choose_units(regs, 5, (0.5, 0.8))
+    assert units[:2] == [0, 2]
+    assert 3 not in units
+    corr = np.corrcoef(regs[:, units].T)
+    assert demo_truth.variance_inflation(corr).max() < 3
 
 
 @pytest.fixture(scope='module')
@@ -60,10 +66,13 @@ def small_demo(tmp_path_factory):
 def test_truth_files_and_checksums(small_demo):
     truth_dir = small_demo / 'sourcedata' / 'groundtruth'
     truth = json.loads((truth_dir / 'truth.json').read_text())
-    assert truth['Layer'] == 'features.7'
+    assert truth['Layer'] == SMALL.truth.layer
     assert len(truth['Units']) == 6 == len(set(truth['Units']))
     assert sorted(truth['Networks'].values()) == sorted(SMALL.truth.networks)
     assert truth['MaxAbsCorrelation'] >= 0.5
+    corr = np.asarray(truth['RegressorCorrelation'])
+    np.testing.assert_allclose(truth['VarianceInflation'],
+                               demo_truth.variance_inflation(corr), rtol=1e-2)  # fmt: skip
     for name, digest in truth['Sha256'].items():
         path = small_demo / name if '/' in name else truth_dir / name
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, name
@@ -77,15 +86,36 @@ def test_truth_files_and_checksums(small_demo):
 
 
 @pytest.mark.slow
-def test_regressors_are_sampled_at_the_true_acquisition_times(small_demo):
-    regs = pd.read_csv(small_demo / 'sourcedata/groundtruth/desc-planted_regressors.tsv', sep='\t')
+def test_regressors_rebuilt_with_nilearn_from_the_files(small_demo):
+    """Hold, convolve (nilearn's SPM HRF) and sample at i*TR + StartTime, from the files alone."""
+    from nilearn.glm.first_level import spm_hrf
+
+    truth_dir = small_demo / 'sourcedata' / 'groundtruth'
+    regs = pd.read_csv(truth_dir / 'desc-planted_regressors.tsv', sep='\t')
+    acts = pd.read_csv(truth_dir / 'desc-activations_timeseries.tsv', sep='\t')
+    blank, ticks = acts.iloc[0, 1:].astype(float).to_numpy(), acts.iloc[1:]
     sidecar = json.loads(next(small_demo.rglob('*_desc-preproc_bold.json')).read_text())
-    np.testing.assert_allclose(regs['acquisition_time'],
-                               np.arange(SMALL.n_vols) * SMALL.t_r + sidecar['StartTime'])  # fmt: skip
-    units = regs.drop(columns='acquisition_time').to_numpy()
-    # Before the movie starts (onset 2 s) plus the HRF's latency, only the blank screen drives it.
-    assert np.ptp(units[:2], axis=0) == pytest.approx(np.zeros(6), abs=1e-9)
-    assert np.abs(units).max(axis=0) == pytest.approx(np.ones(6))
+    events = pd.read_csv(next(small_demo.rglob('*_events.tsv')), sep='\t')
+    onset, t_r = float(events['onset'][0]), sidecar['RepetitionTime']
+    acq = np.arange(SMALL.n_vols) * t_r + sidecar['StartTime']
+    dt = 0.01
+    grid = np.arange(-40, acq[-1] + dt, dt)
+    movie_time = ticks['movie_time'].astype(float).to_numpy()
+    index = np.searchsorted(movie_time, grid - onset, side='right') - 1
+    on_screen = (index >= 0) & (grid - onset < movie_time[-1] + 0.25)
+    values = ticks.iloc[:, 1:].astype(float).to_numpy()
+    neural = np.where(on_screen[:, None], values[np.clip(index, 0, None)], blank)
+    hrf = spm_hrf(dt, oversampling=1)
+    rebuilt = np.column_stack([np.interp(acq, grid, np.convolve(col, hrf)[: len(grid)])
+                               for col in neural.T])  # fmt: skip
+    planted = regs.drop(columns='acquisition_time').to_numpy()
+    for k in range(6):
+        assert np.corrcoef(rebuilt[:, k], planted[:, k])[0, 1] > 0.999, k
+    np.testing.assert_allclose(regs['acquisition_time'], acq, atol=1e-6)
+    # A quarter-second shift of the clock is visible: the check has teeth.
+    shifted = np.column_stack([np.interp(acq + 0.5, grid, np.convolve(col, hrf)[: len(grid)])
+                               for col in neural.T])  # fmt: skip
+    assert min(np.corrcoef(shifted[:, k], planted[:, k])[0, 1] for k in range(6)) < 0.999
 
 
 @pytest.mark.slow
@@ -105,19 +135,19 @@ def test_the_planted_signal_is_in_the_bold_where_the_maps_say(small_demo):
     y = bold[mask][:, keep].T
     x = regs[keep]
 
-    def residual(a):
-        return a - nuisance @ np.linalg.lstsq(nuisance, a, rcond=None)[0]
-
-    y, x = residual(y), residual(x)
-    y /= np.linalg.norm(y, axis=0)
-    x /= np.linalg.norm(x, axis=0)
-    corr = x.T @ y  # (6, n_voxels)
+    baseline = y.mean(axis=0)
+    design = np.column_stack([x, nuisance])
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    psc = beta[:6] / baseline * 100  # % signal change per unit of regressor (peak 1)
+    residual_psc = (y - design @ beta).std(axis=0) / baseline * 100
     weights = maps[mask]
-    background = weights.max(axis=1) < 0.01
-    assert background.sum() > 50
     for k in range(6):
-        assert corr[k, weights[:, k] > 0.8].mean() > 0.3, k
-        assert abs(corr[k, background].mean()) < 0.1, k
+        centre = weights[:, k] > 0.9
+        assert centre.sum() >= 1, k
+        assert psc[k, centre].mean() == pytest.approx(SMALL.truth.peak_psc, abs=0.5), k
+        elsewhere = weights[:, k] < 0.01
+        assert abs(psc[k, elsewhere].mean()) < 0.1, k  # no unit's effect where it was not put
+    assert np.median(residual_psc) == pytest.approx(SMALL.truth.noise_psc, abs=0.15)
 
 
 @pytest.mark.slow
@@ -131,3 +161,14 @@ def test_the_app_plans_the_demo_right(small_demo, cli, tmp_path, plan_of):
     assert run['drop_volumes'] == [0, 1, 2, 3]
     assert run['stimulus']['onset_s'] == SMALL.onset_s
     assert run['stimulus']['duration_s'] == pytest.approx(SMALL.movie_length_s, abs=0.2)
+
+
+def test_demo_never_deletes_a_folder_that_is_not_its_own(tmp_path, capsys):
+    from bids_syncact.demo import main as demo_main
+
+    folder = tmp_path / 'thesis'
+    folder.mkdir()
+    (folder / 'chapter1.tex').write_text('precious')
+    assert demo_main([str(folder)]) == 64
+    assert 'is not a demo dataset' in capsys.readouterr().err
+    assert (folder / 'chapter1.tex').read_text() == 'precious'

@@ -61,4 +61,6 @@ def test_the_demo_raw_dataset_passes_the_npm_bids_validator(demo_dataset):
     report = json.loads(proc.stdout)
     assert report['issues']['errors'] == [], report['issues']['errors']
     assert report['summary']['subjects'] == ['01', '02', '03']
-    assert (demo_dataset / 'sourcedata' / 'groundtruth' / 'truth.json').is_file()
+    truth = json.loads((demo_dataset / 'sourcedata' / 'groundtruth' / 'truth.json').read_text())
+    assert truth['MaxAbsCorrelation'] >= 0.5  # a collinear pair of planted units
+    assert max(truth['VarianceInflation']) < 5  # yet every planted map is identifiable

@@ -25,11 +25,15 @@ BLANK_RGB = 128  # the mid-grey screen before and after the movie
 class TruthSpec:
     """The planted effect; fixed constants of the demo."""
 
-    layer: str = 'features.7'
-    """AlexNet module whose output (post-ReLU) holds the planted units."""
+    layer: str = 'features.1'
+    """AlexNet module whose output (post-ReLU) holds the planted units. In deeper layers of
+    this seeded network no six units have identifiable maps (variance inflation above 10)."""
     n_units: int = 6
-    candidates: int = 16
-    """Units are chosen among the ``candidates`` of largest activation variance."""
+    candidates: int = 64
+    """Units are chosen among the ``candidates`` of largest activation variance: the units the
+    app keeps at its default ``--max-units 64``."""
+    pair_r: tuple[float, float] = (0.5, 0.8)
+    """|r| of the collinear pair of planted units (HRF-convolved, high-passed)."""
     networks: tuple[str, ...] = ('Visual', 'DefaultMode', 'FrontoParietal', 'SomatomotorDorsal',
                                  'CinguloOpercular', 'DorsalAttention')  # fmt: skip
     """Seitzman 2018 network of each planted unit, in order."""
@@ -115,25 +119,44 @@ def regressors(
     return np.stack([np.interp(acq_times, grid, col) for col in conv.T], axis=1)
 
 
-def choose_units(acts: np.ndarray, n_units: int, candidates: int) -> list[int]:
-    """Deterministic choice: the most variable unit, its most correlated candidate, then by variance.
+def variance_inflation(corr: np.ndarray) -> np.ndarray:
+    """VIF of each variable from their correlation matrix: the diagonal of its inverse."""
+    return np.diag(np.linalg.inv(corr))
 
-    Units nearly identical (|r| > 0.95) to a chosen one are skipped, so each planted map is
-    identifiable; the pair guarantees collinear units in the dictionary.
+
+def choose_units(regs: np.ndarray, n_units: int, pair: tuple[float, float]) -> list[int]:
+    """Pick planted units among candidates (columns of ``regs``, most variable first).
+
+    Deterministic: the most variable unit; then the first candidate whose regressor correlates
+    with it within ``pair`` (|r|), so the dictionary holds collinear planted units; then, one at
+    a time, the candidate that keeps the largest variance inflation factor of the chosen smallest,
+    so that every planted map stays identifiable.
+
+    Parameters
+    ----------
+    regs : ndarray of shape (n_vols, n_candidates)
+        Regressors as the coupling sees them (HRF-convolved, sampled, high-passed).
+    n_units : int
+        How many to choose.
+    pair : (float, float)
+        Range of |r| of the collinear pair.
+
+    Returns
+    -------
+    list of int
+        Column indices into ``regs``.
     """
-    order = [int(i) for i in np.argsort(-acts.var(axis=0), kind='stable')[:candidates]]
-    corr = np.corrcoef(acts[:, order].T)
+    corr = np.corrcoef(regs.T)
     chosen = [0]
-    partners = [j for j in np.argsort(-np.abs(corr[0]), kind='stable') if j != 0]
-    chosen.append(int(next(j for j in partners if abs(corr[0, j]) <= 0.95)))
-    for j in range(len(order)):
-        if len(chosen) == n_units:
-            break
-        if j not in chosen and all(abs(corr[j, c]) <= 0.95 for c in chosen):
-            chosen.append(j)
-    if len(chosen) < n_units:
-        raise RuntimeError('too few distinct units among the candidates')
-    return [order[j] for j in chosen]
+    partners = [j for j in range(1, len(corr)) if pair[0] <= abs(corr[0, j]) <= pair[1]]
+    if not partners:
+        raise RuntimeError(f'no candidate correlates with the first within |r| in {pair}')
+    chosen.append(partners[0])
+    while len(chosen) < n_units:
+        rest = [j for j in range(len(corr)) if j not in chosen]
+        chosen.append(min(rest, key=lambda j: variance_inflation(
+            corr[np.ix_([*chosen, j], [*chosen, j])]).max()))  # fmt: skip
+    return chosen
 
 
 def network_maps(

@@ -1,7 +1,8 @@
 """The Boutiques descriptor of ``bids-syncact``, made from the argument parser.
 
 ``python -m bids_syncact.cli.boutiques [FILE]`` writes it (``make boutiques`` refreshes the
-committed ``boutiques.json``; the image writes its own with the image's version). Made from
+committed ``boutiques.json``; the Dockerfile writes ``/opt/bids-syncact/boutiques.json`` with the
+image's version). Made from
 :func:`~bids_syncact.cli.parser.build_parser`, it cannot drift from the command line; tests check
 it against the parser and with ``bosh validate --bids`` and ``bosh exec simulate``.
 """
@@ -58,7 +59,7 @@ def build_descriptor(
         'url': 'https://github.com/bids-syncact/bids-syncact',
         'command-line': f'mkdir -p [OUTPUT_DIR]; bids-syncact [BIDS_DIR] [OUTPUT_DIR] {keys}',
         'schema-version': '0.5',
-        'container-image': {'type': 'docker', 'image': f'bids-syncact:{version}'},
+        'container-image': {'type': 'docker', 'image': f'bids-syncact:{docker_tag(version)}'},
         'inputs': inputs,
         'output-files': [{
             'id': 'output_dir', 'name': 'Output directory', 'path-template': '[OUTPUT_DIR]',
@@ -72,6 +73,15 @@ def build_descriptor(
         }],
         'tags': {'domain': ['neuroinformatics', 'fmri', 'bids'], 'bids-app': True},
     }  # fmt: skip
+
+
+def docker_tag(version: str) -> str:
+    """Turn a PEP 440 version into a Docker tag (``+`` is not allowed in tags).
+
+    >>> docker_tag('0.1.1.dev3+g1a2b3c')
+    '0.1.1.dev3-g1a2b3c'
+    """
+    return version.replace('+', '-')
 
 
 def _input(action: argparse.Action) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,9 @@ from bids_syncact.errors import (
 
 LOGGER = logging.getLogger('bids_syncact')
 PROG = 'bids-syncact'
+#: Cache folders of libraries (matplotlib, XDG users such as fontconfig and TemplateFlow's
+#: downloads) that must not land in an unwritable or shared HOME.
+CACHE_VARIABLES = ('MPLCONFIGDIR', 'XDG_CACHE_HOME')
 #: Marks a folder as a bids-syncact work dir: --clean-workdir only ever empties such a folder.
 WORKDIR_MARKER = '.bids-syncact-workdir'
 
@@ -187,6 +191,7 @@ def run(config: Config) -> int:
             inputs.bids_database_dir, inputs.bids_dir, inputs.fmriprep_dir, '--bids-database-dir'
         )
     _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
+    _private_caches(execution.work_dir)
     log_file = _log_to_file(execution.work_dir, execution.verbosity)
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
     LOGGER.debug('Configuration:\n%s', config.to_json())
@@ -260,6 +265,25 @@ def _prepare_work_dir(work_dir: Path, *, clean: bool) -> None:
         raise UsageError(
             f'cannot write the work dir {work_dir} ({err.strerror}): give a writable -w DIR'
         ) from err
+
+
+def _private_caches(work_dir: Path) -> None:
+    """Point library caches at the work dir when unset or not writable (containers, Apptainer)."""
+    for name in CACHE_VARIABLES:
+        current = os.environ.get(name)
+        if current and _writable(Path(current)):
+            continue
+        folder = work_dir / '.cache' / name.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(folder)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _log_to_stderr(verbosity: int) -> None:
