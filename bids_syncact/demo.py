@@ -35,7 +35,7 @@ from bids_syncact._demo.signals import cosine_basis, synthesize_bold
 
 SPACE = 'MNI152NLin2009cAsym'
 #: Bumped whenever the generator changes what it writes: the cache is rebuilt then.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Bounding box (mm) of the coarse MNI grid: x, y, z minimum.
 MNI_ORIGIN_MM = (-96.0, -132.0, -78.0)
 MNI_EXTENT_MM = (192.0, 228.0, 186.0)
