@@ -172,3 +172,27 @@ def test_demo_never_deletes_a_folder_that_is_not_its_own(tmp_path, capsys):
     assert demo_main([str(folder)]) == 64
     assert 'is not a demo dataset' in capsys.readouterr().err
     assert (folder / 'chapter1.tex').read_text() == 'precious'
+
+
+@pytest.mark.slow
+def test_the_app_s_synchronization_matches_the_planted_regressors(small_demo):
+    """core.sync on the demo's saved activations reproduces its independent regressors."""
+    from bids_syncact.core.sync import synchronize
+    from bids_syncact.core.timing import acquisition_offset, acquisition_times
+
+    truth_dir = small_demo / 'sourcedata' / 'groundtruth'
+    acts = pd.read_csv(truth_dir / 'desc-activations_timeseries.tsv', sep='\t')
+    planted = pd.read_csv(truth_dir / 'desc-planted_regressors.tsv', sep='\t')
+    sidecar = json.loads(next(small_demo.rglob('*_desc-preproc_bold.json')).read_text())
+    offset, source = acquisition_offset(sidecar, sidecar['RepetitionTime'])
+    assert source == 'StartTime'
+    ticks = acts.iloc[1:]
+    out = synchronize(
+        ticks.iloc[:, 1:].astype(float).to_numpy(), ticks['movie_time'].astype(float).to_numpy(),
+        acts.iloc[0, 1:].astype(float).to_numpy(), onset=SMALL.onset_s,
+        acq_times=acquisition_times(SMALL.n_vols, sidecar['RepetitionTime'], offset),
+        duration_s=SMALL.movie_length_s,
+    )  # fmt: skip
+    for k in range(6):
+        r = np.corrcoef(out[:, k], planted.iloc[:, k + 1])[0, 1]
+        assert r > 0.9999, (k, r)

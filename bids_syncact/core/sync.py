@@ -1,0 +1,97 @@
+"""Unit activations put on the scanner's clock (DESIGN.md section 2.2).
+
+The frame on screen at each sampled time is held until the next; before and after the movie the
+screen is blank (its own activation); the neural series, on a uniform fine grid, is convolved with
+nilearn's canonical HRF and sampled at each volume's acquisition time ``i * t_r + c``, with ``i``
+the original volume index. Non-steady-state volumes are dropped by the caller, after sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from nilearn.glm.first_level import glover_hrf, spm_hrf
+from scipy.signal import fftconvolve
+
+HRF_LENGTH_S = 32.0
+
+
+def hrf_kernel(model: Literal['spm', 'glover'], dt: float) -> np.ndarray:
+    """Nilearn's canonical HRF sampled every ``dt`` s over 32 s, summing to 1.
+
+    >>> kernel = hrf_kernel('spm', 0.1)
+    >>> kernel.shape, round(float(kernel.sum()), 6), 4.5 <= 0.1 * int(kernel.argmax()) <= 5.5
+    ((320,), 1.0, True)
+    """
+    make = {'spm': spm_hrf, 'glover': glover_hrf}[model]
+    kernel = make(dt, oversampling=1, time_length=HRF_LENGTH_S)
+    return kernel / kernel.sum()
+
+
+def synchronize(
+    acts: np.ndarray,
+    frame_times: np.ndarray,
+    blank: np.ndarray,
+    *,
+    onset: float,
+    acq_times: np.ndarray,
+    duration_s: float,
+    start: float = 0.0,
+    hrf: Literal['spm', 'glover'] = 'spm',
+    dt: float = 0.05,
+) -> np.ndarray:
+    """Sample HRF-convolved unit activations at the volumes' acquisition times.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_frames, n_units)
+        Activations of the sampled frames.
+    frame_times : ndarray of shape (n_frames,)
+        When each frame appears, in seconds from the movie's start (PTS), increasing.
+    blank : ndarray of shape (n_units,)
+        Activations for a blank (mid-grey) screen: before the movie and after its end.
+    onset : float
+        When the run's segment appears, on the scanner clock (s); negative when the movie began
+        before the first stored volume.
+    acq_times : ndarray of shape (n_vols,)
+        Acquisition time of every original volume (s), dummies included.
+    duration_s : float
+        Length of the movie (s): the last frame is held until then.
+    start : float
+        Where in the movie the run's segment begins (s).
+    hrf : {'spm', 'glover'}
+        Nilearn's canonical HRF.
+    dt : float
+        Step of the fine grid (s).
+
+    Returns
+    -------
+    ndarray of shape (n_vols, n_units)
+
+    Examples
+    --------
+    >>> out = synchronize(np.ones((40, 2)), np.arange(40) / 4, np.zeros(2), onset=5.0,
+    ...                   acq_times=np.arange(30) + 0.5, duration_s=10.0)
+    >>> out.shape, bool(abs(out[0]).max() < 1e-9), bool(out[12, 0] > 0.9)
+    ((30, 2), True, True)
+    """
+    acts = np.asarray(acts, dtype=float)
+    frame_times = np.asarray(frame_times, dtype=float)
+    acq_times = np.asarray(acq_times, dtype=float)
+    if acts.ndim != 2 or len(acts) != len(frame_times):
+        raise ValueError(f'acts {acts.shape} and frame_times {frame_times.shape} disagree')
+    if len(frame_times) > 1 and np.any(np.diff(frame_times) <= 0):
+        raise ValueError('frame_times must increase')
+    grid = np.arange(min(0.0, onset) - HRF_LENGTH_S, acq_times.max() + 2 * dt, dt)
+    movie_t = grid - onset + start
+    index = np.searchsorted(frame_times, movie_t, side='right') - 1
+    shown = (grid >= onset) & (movie_t < duration_s) & (index >= 0)
+    neural = np.where(shown[:, None], acts[np.clip(index, 0, None)], np.asarray(blank)[None, :])
+    kernel = hrf_kernel(hrf, dt)
+    # The grid starts 32 s (one kernel) before anything changes: the blank's steady state.
+    convolved = fftconvolve(neural, kernel[:, None], axes=0)[: len(grid)]
+    position = (acq_times - grid[0]) / dt
+    left = np.clip(np.floor(position).astype(int), 0, len(grid) - 2)
+    weight = (position - left)[:, None]
+    return convolved[left] * (1 - weight) + convolved[left + 1] * weight
