@@ -1,15 +1,21 @@
-"""Movie files read with PyAV, by their real timestamps.
+"""Movie files read with PyAV, by their real timestamps (PTS).
 
-Only probing lives here for now: how long a movie is, read from the container (no decoding).
+:func:`probe_video` reads a movie's length from the container; :func:`iter_frames` decodes the
+frames on screen at each tick of a sampling rate (or every frame), variable frame rates included;
+:func:`prefetch` runs any frame iterator in a background thread so the model rarely waits.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 VIDEO_EXTENSIONS = frozenset({'.mp4', '.mkv', '.avi', '.mov', '.webm', '.mpg'})
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
@@ -92,3 +98,89 @@ def _packet_duration(
     if first is None or last is None or last <= first:
         raise ValueError('no video frame with a timestamp')
     return float((last - first) * time_base)
+
+
+def iter_frames(
+    path: str | Path, rate_hz: float | None = None
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(time_s, frame)``: the frame on screen at each tick, by presentation timestamps.
+
+    Parameters
+    ----------
+    path : str or Path
+        A movie PyAV can decode.
+    rate_hz : float or None
+        Ticks at ``k / rate_hz`` s from the movie's start, each given the last frame shown at or
+        before it (held until the next frame): a variable frame rate is sampled as it played.
+        None ("native"): every frame, at its own time.
+
+    Yields
+    ------
+    time_s : float
+        Seconds from the movie's start (the first frame's timestamp is 0).
+    frame : ndarray of shape (height, width, 3)
+        RGB, uint8.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = 'AUTO'
+        duration_s = _header_duration(stream, container)
+        first = None
+        tick, shown = 0, None
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            first = frame.time if first is None else first
+            time_s = frame.time - first
+            image = frame.to_ndarray(format='rgb24')
+            if rate_hz is None:
+                yield time_s, image
+                continue
+            while shown is not None and tick / rate_hz < time_s - 1e-9:
+                yield tick / rate_hz, shown
+                tick += 1
+            shown = image
+        if rate_hz is None or shown is None:
+            return
+        end_s = duration_s if duration_s is not None else time_s + 1e-9
+        while tick / rate_hz < end_s - 1e-9:
+            yield tick / rate_hz, shown
+            tick += 1
+
+
+_DONE = object()
+
+
+def prefetch(frames: Iterator, maxsize: int = 64) -> Iterator:
+    """Run an iterator in a background thread, ``maxsize`` items ahead; errors are re-raised.
+
+    >>> list(prefetch(iter(range(5)), maxsize=2))
+    [0, 1, 2, 3, 4]
+    """
+    items: queue.Queue = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                if stop.is_set():
+                    return
+                items.put(item)
+            items.put(_DONE)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            items.put(err)
+
+    worker = threading.Thread(target=produce, name='frame-decoder', daemon=True)
+    worker.start()
+    try:
+        while (item := items.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
