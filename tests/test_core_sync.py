@@ -102,3 +102,26 @@ def test_inconsistent_inputs_are_refused():
     with pytest.raises(ValueError, match='increase'):
         synchronize(np.ones((3, 1)), np.array([0.0, 1.0, 1.0]), np.zeros(1), onset=0,
                     acq_times=np.ones(2), duration_s=3)  # fmt: skip
+
+
+@pytest.mark.parametrize('fps', [24, 30, 60])
+def test_every_native_frame_counts_for_its_own_duration(fps):
+    """A one-frame flash at any frame rate: the response's area is the frame's duration."""
+    n = fps * 20
+    times = np.arange(n) / fps
+    acq = np.arange(0, 60, 0.01)
+    for frame in (fps * 5, fps * 5 + 1, fps * 5 + 2):
+        acts = np.zeros((n, 1))
+        acts[frame] = 1.0
+        out = synchronize(acts, times, np.zeros(1), onset=2.0, acq_times=acq, duration_s=20.0)
+        assert out[:, 0].sum() * 0.01 == pytest.approx(1 / fps, rel=0.02), frame
+
+
+def test_an_onset_between_grid_steps_is_not_rounded(rng):
+    acts = rng.standard_normal((200, 1))
+    times = np.arange(200) / 4
+    acq = np.arange(0, 70, 0.5)
+    base = synchronize(acts, times, np.zeros(1), onset=3.0, acq_times=acq, duration_s=50.0)
+    nudged = synchronize(acts, times, np.zeros(1), onset=3.004, acq_times=acq + 0.004,
+                         duration_s=50.0)  # fmt: skip
+    np.testing.assert_allclose(nudged, base, atol=1e-3 * np.abs(base).max())

@@ -89,3 +89,31 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
     assert next(stream) == 0
     stream.close()
     assert not [t for t in threading.enumerate() if t.name == 'frame-decoder' and t.is_alive()]
+
+
+def test_audio_longer_than_the_video_does_not_lengthen_the_movie(tmp_path):
+    """Matroska keeps no video duration: the container's (audio included) must not be used."""
+    path = tmp_path / 'av.mkv'
+    with av.open(str(path), 'w') as container:
+        video = container.add_stream('mpeg4', rate=8)
+        video.width, video.height, video.pix_fmt = 32, 24, 'yuv420p'
+        audio = container.add_stream('pcm_s16le', rate=8000, layout='mono')
+        for index in range(16):  # 2 s of video
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), index * 10, np.uint8), 'rgb24')
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for second in range(5):  # 5 s of audio
+            samples = np.zeros((1, 8000), np.int16)
+            chunk = av.AudioFrame.from_ndarray(samples, format='s16', layout='mono')
+            chunk.sample_rate, chunk.pts = 8000, second * 8000
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    with av.open(str(path)) as check:
+        assert check.duration / av.time_base > 4.5  # the container says 5 s
+    assert probe_video(path).duration_s == pytest.approx(2.0, abs=0.15)
+    ticks = list(iter_frames(path, rate_hz=4.0))
+    assert ticks[-1][0] < 2.0

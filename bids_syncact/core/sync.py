@@ -39,7 +39,7 @@ def synchronize(
     duration_s: float,
     start: float = 0.0,
     hrf: Literal['spm', 'glover'] = 'spm',
-    dt: float = 0.05,
+    dt: float = 0.01,
 ) -> np.ndarray:
     """Sample HRF-convolved unit activations at the volumes' acquisition times.
 
@@ -63,7 +63,9 @@ def synchronize(
     hrf : {'spm', 'glover'}
         Nilearn's canonical HRF.
     dt : float
-        Step of the fine grid (s).
+        Step of the fine grid (s). Each step holds the mean of what was on screen during it,
+        so frames shorter than a step count for their own duration; nilearn's kernel starts one
+        step late, so ``dt`` bounds the timing error.
 
     Returns
     -------
@@ -79,15 +81,24 @@ def synchronize(
     acts = np.asarray(acts, dtype=float)
     frame_times = np.asarray(frame_times, dtype=float)
     acq_times = np.asarray(acq_times, dtype=float)
+    blank = np.asarray(blank, dtype=float)
     if acts.ndim != 2 or len(acts) != len(frame_times):
         raise ValueError(f'acts {acts.shape} and frame_times {frame_times.shape} disagree')
     if len(frame_times) > 1 and np.any(np.diff(frame_times) <= 0):
         raise ValueError('frame_times must increase')
+    end = onset + duration_s - start
+    if end <= onset:
+        raise ValueError(f'start {start:g} s is not before the movie end {duration_s:g} s')
+    # What is on screen, piecewise constant: blank, the movie from `start`, blank after its end.
+    first = np.searchsorted(frame_times, start, side='right') - 1  # on screen at `start`
+    later = np.flatnonzero((frame_times > start) & (frame_times < duration_s))
+    breaks = np.r_[-np.inf, onset, onset + frame_times[later] - start, end]
+    values = np.vstack([blank, acts[first] if first >= 0 else blank, acts[later], blank])
+    # Each grid step gets the mean of what was on screen during it (exact for any frame rate).
     grid = np.arange(min(0.0, onset) - HRF_LENGTH_S, acq_times.max() + 2 * dt, dt)
-    movie_t = grid - onset + start
-    index = np.searchsorted(frame_times, movie_t, side='right') - 1
-    shown = (grid >= onset) & (movie_t < duration_s) & (index >= 0)
-    neural = np.where(shown[:, None], acts[np.clip(index, 0, None)], np.asarray(blank)[None, :])
+    edges = np.r_[grid, grid[-1] + dt]
+    integral = _integral(edges, breaks, values)
+    neural = np.diff(integral, axis=0) / dt
     kernel = hrf_kernel(hrf, dt)
     # The grid starts 32 s (one kernel) before anything changes: the blank's steady state.
     convolved = fftconvolve(neural, kernel[:, None], axes=0)[: len(grid)]
@@ -95,3 +106,16 @@ def synchronize(
     left = np.clip(np.floor(position).astype(int), 0, len(grid) - 2)
     weight = (position - left)[:, None]
     return convolved[left] * (1 - weight) + convolved[left + 1] * weight
+
+
+def _integral(times: np.ndarray, breaks: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Integral from ``times[0]`` of a piecewise-constant signal, at each of ``times``.
+
+    ``values[i]`` holds on ``[breaks[i], breaks[i + 1])``; ``breaks[0]`` may be ``-inf``.
+    """
+    start = np.maximum(breaks, times[0])
+    widths = np.diff(start)
+    cumulative = np.vstack([np.zeros((1, values.shape[1])),
+                            np.cumsum(values[:-1] * widths[:, None], axis=0)])  # fmt: skip
+    index = np.searchsorted(breaks, times, side='right') - 1
+    return cumulative[index] + values[index] * (times - start[index])[:, None]

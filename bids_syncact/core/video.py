@@ -59,9 +59,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             if not container.streams.video:
                 raise ValueError('no video stream')
             stream = container.streams.video[0]
-            duration_s = _header_duration(stream, container)
-            if duration_s is None:
-                duration_s = _packet_duration(container, stream)
+            duration_s = _packet_duration(container, stream)
             rate = stream.average_rate
             return VideoInfo(
                 duration_s=duration_s,
@@ -74,19 +72,13 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise ValueError(f'not a readable movie ({err.strerror or err})') from err
 
 
-def _header_duration(
-    stream: av.video.stream.VideoStream, container: av.container.Container
-) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / av.time_base
-    return None
-
-
 def _packet_duration(
     container: av.container.Container, stream: av.video.stream.VideoStream
 ) -> float:
+    """Return the video stream's end (s from its start), from its own packets.
+
+    Not the container's duration, which includes audio, nor a header that may be rounded.
+    """
     time_base = stream.time_base or Fraction(1, av.time_base)
     first, last = None, None
     for packet in container.demux(stream):
@@ -97,7 +89,8 @@ def _packet_duration(
         last = end if last is None else max(last, end)
     if first is None or last is None or last <= first:
         raise ValueError('no video frame with a timestamp')
-    return float((last - first) * time_base)
+    origin = stream.start_time if stream.start_time is not None else first
+    return float((last - origin) * time_base)
 
 
 def iter_frames(
@@ -121,17 +114,25 @@ def iter_frames(
     frame : ndarray of shape (height, width, 3)
         RGB, uint8.
     """
+    end_s = probe_video(path).duration_s if rate_hz is not None else None
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = 'AUTO'
-        duration_s = _header_duration(stream, container)
-        first = None
-        tick, shown = 0, None
-        for frame in container.decode(stream):
+        origin = None
+        if stream.start_time is not None and stream.time_base:
+            origin = float(stream.start_time * stream.time_base)
+        tick, shown, previous = 0, None, None
+        for index, frame in enumerate(container.decode(stream)):
             if frame.time is None:
-                continue
-            first = frame.time if first is None else first
-            time_s = frame.time - first
+                raise ValueError(f'frame {index} has no timestamp: re-encode the movie')
+            origin = frame.time if origin is None else origin
+            time_s = frame.time - origin
+            if previous is not None and time_s <= previous:
+                raise ValueError(
+                    f'timestamps do not increase at frame {index} ({time_s:.3f} s after '
+                    f'{previous:.3f} s): re-encode, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4'
+                )
+            previous = time_s
             image = frame.to_ndarray(format='rgb24')
             if rate_hz is None:
                 yield time_s, image
@@ -142,8 +143,7 @@ def iter_frames(
             shown = image
         if rate_hz is None or shown is None:
             return
-        end_s = duration_s if duration_s is not None else time_s + 1e-9
-        while tick / rate_hz < end_s - 1e-9:
+        while tick / rate_hz < max(end_s, previous + 1e-6) - 1e-9:  # the last frame is held
             yield tick / rate_hz, shown
             tick += 1
 
