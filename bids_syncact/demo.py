@@ -18,7 +18,6 @@ white-matter and drift confounds. Truth goes to ``DIR/sourcedata/groundtruth/``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -32,6 +31,8 @@ import pandas as pd
 from bids_syncact._demo import movie as demo_movie
 from bids_syncact._demo import truth as demo_truth
 from bids_syncact._demo.signals import cosine_basis, synthesize_bold
+from bids_syncact.bids.cache import file_sha256
+from bids_syncact.bids.io import atomic_write_json
 
 SPACE = 'MNI152NLin2009cAsym'
 #: Bumped whenever the generator changes what it writes: the cache is rebuilt then.
@@ -118,7 +119,7 @@ def make_dataset(root: Path, spec: DemoSpec | None = None) -> Path:
         maps, regressors = np.zeros((*mask.shape, 0)), np.zeros((spec.n_vols, 0))
 
     fmriprep = root / 'derivatives' / 'fmriprep'
-    _write_json(fmriprep / 'dataset_description.json', {
+    atomic_write_json(fmriprep / 'dataset_description.json', {
         'Name': 'fMRIPrep - fMRI PREProcessing workflow (synthetic stand-in)',
         'BIDSVersion': '1.10.0',
         'DatasetType': 'derivative',
@@ -146,7 +147,7 @@ def make_dataset(root: Path, spec: DemoSpec | None = None) -> Path:
             deriv = fmriprep / f'sub-{sub}' / 'func'
             _write_nifti(deriv / f'{stem}_{space}_desc-preproc_bold.nii.gz', data, affine,
                          spec.t_r)  # fmt: skip
-            _write_json(deriv / f'{stem}_{space}_desc-preproc_bold.json', {
+            atomic_write_json(deriv / f'{stem}_{space}_desc-preproc_bold.json', {
                 'RepetitionTime': spec.t_r, 'SliceTimingCorrected': True,
                 'StartTime': start_time, 'SkullStripped': False, 'TaskName': spec.task,
             })  # fmt: skip
@@ -154,13 +155,13 @@ def make_dataset(root: Path, spec: DemoSpec | None = None) -> Path:
                          affine, None)  # fmt: skip
             confounds.to_csv(deriv / f'{stem}_desc-confounds_timeseries.tsv', sep='\t',
                              index=False, na_rep='n/a')  # fmt: skip
-            _write_json(deriv / f'{stem}_desc-confounds_timeseries.json', confounds_meta)
-    _write_json(root / '.bids-syncact-demo.json', _stamp(spec))
+            atomic_write_json(deriv / f'{stem}_desc-confounds_timeseries.json', confounds_meta)
+    atomic_write_json(root / '.bids-syncact-demo.json', _stamp(spec))
     return root
 
 
 def _write_raw_top(root: Path, spec: DemoSpec, slice_times: list[float]) -> None:
-    _write_json(root / 'dataset_description.json', {
+    atomic_write_json(root / 'dataset_description.json', {
         'Name': 'bids-syncact demo: synthetic movie watching with planted ground truth',
         'BIDSVersion': '1.10.0',
         'DatasetType': 'raw',
@@ -174,7 +175,7 @@ def _write_raw_top(root: Path, spec: DemoSpec, slice_times: list[float]) -> None
     pd.DataFrame({'participant_id': [f'sub-{s}' for s in spec.subjects]}).to_csv(
         root / 'participants.tsv', sep='\t', index=False
     )
-    _write_json(root / f'task-{spec.task}_bold.json', {
+    atomic_write_json(root / f'task-{spec.task}_bold.json', {
         'TaskName': spec.task,
         'RepetitionTime': spec.t_r,
         'SliceTiming': [round(t, 6) for t in slice_times],
@@ -245,10 +246,10 @@ def _plant_truth(root, spec, frames, affine, mask, acq_times) -> tuple[np.ndarra
     table.to_csv(out / 'desc-planted_regressors.tsv', sep='\t', index=False, float_format='%.9g')
     _write_nifti(out / f'space-{SPACE}_desc-planted_maps.nii.gz', maps.astype(np.float32),
                  affine, None)  # fmt: skip
-    checksums = {p.name: _sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
-    checksums['stimuli/movie.mp4'] = _sha256(root / 'stimuli' / 'movie.mp4')
+    checksums = {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
+    checksums['stimuli/movie.mp4'] = file_sha256(root / 'stimuli' / 'movie.mp4')
     off_diagonal = np.abs(corr[~np.eye(len(units), dtype=bool)])
-    _write_json(out / 'truth.json', {
+    atomic_write_json(out / 'truth.json', {
         'Description': 'Planted ground truth of the bids-syncact demo (independent of core/)',
         'CNN': 'alexnet', 'Layer': truth.layer, 'Weights': weights.name,
         'WeightsSha256': checksums[weights.name], 'Units': units,
@@ -325,19 +326,6 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, t_r: float | 
     if t_r is not None:
         img.header.set_zooms((*img.header.get_zooms()[:3], t_r))
     img.to_filename(path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + '\n')
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open('rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stamp(spec: DemoSpec) -> dict:

@@ -218,16 +218,12 @@ def check_output_location(path: Path, bids_dir: Path, fmriprep_dir: Path, what: 
         ``bids_dir`` outside ``derivatives/``, or overlaps the fMRIPrep derivatives.
     """
     real, bids_real, fmriprep_real = (p.resolve() for p in (path, bids_dir, fmriprep_dir))
-    if real == bids_real or bids_real.is_relative_to(real):
+    if bids_real.is_relative_to(real):  # BIDS_DIR itself or an ancestor of it
         raise UsageError(
             f'{what} {path} is BIDS_DIR or contains it: the input dataset is never written; '
             'choose a folder outside it, e.g. BIDS_DIR/derivatives/syncact'
         )
-    if (
-        real == fmriprep_real
-        or fmriprep_real.is_relative_to(real)
-        or real.is_relative_to(fmriprep_real)
-    ):
+    if fmriprep_real.is_relative_to(real) or real.is_relative_to(fmriprep_real):
         raise UsageError(
             f'{what} {path} overlaps the fMRIPrep derivatives {fmriprep_dir}: choose its own '
             'folder, e.g. BIDS_DIR/derivatives/syncact'
