@@ -102,7 +102,7 @@ class CouplingConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutionConfig:
-    """How and where it runs; nothing here changes a number in an output."""
+    """How and where it runs, and the random seed."""
 
     work_dir: Path
     device: str = 'auto'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -67,16 +68,25 @@ class Result:
 
 @pytest.fixture
 def cli(capsys, tmp_path):
-    """Run ``bids-syncact`` in-process; returns code, stdout and stderr."""
+    """Run ``bids-syncact`` in-process; returns code, stdout and stderr.
 
-    def run(*argv: str | Path, validate: bool = False) -> Result:
+    By default the participant level stops after writing the plan (discovery tests); pass
+    ``process=True`` to compute features and synchronized activations as well.
+    """
+
+    def run(*argv: str | Path, validate: bool = False, process: bool = False) -> Result:
         args = [str(a) for a in argv]
         if '-w' not in args and '--work-dir' not in args:
             args += ['-w', str(tmp_path / 'work')]
         if not validate:
             args.append('--skip-bids-validation')
         capsys.readouterr()
-        with mock.patch.dict(os.environ):  # main() may point caches at its work dir
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(mock.patch.dict(os.environ))  # main() may point caches there
+            if not process:
+                stack.enter_context(mock.patch(
+                    'bids_syncact.workflows.participant.process_runs', return_value=0
+                ))  # fmt: skip
             code = main(args)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)

@@ -32,27 +32,17 @@ CONTRACT_OPTIONS = [
 
 #: A valid value for each option whose stage is not built yet.
 UNBUILT_EXAMPLES = {
-    'frame_rate': ['--frame-rate', '2'],
-    'frame_fit': ['--frame-fit', 'crop'],
-    'hrf': ['--hrf', 'glover'],
-    'cnn': ['--cnn', 'resnet18'],
-    'layers': ['--layers', 'alexnet:features.1'],
-    'weights': ['--weights', 'none'],
-    'max_units': ['--max-units', 'all'],
     'cnn_accuracy': ['--cnn-accuracy', 'mynet=71.2'],
-    'features_only': ['--features-only'],
     'confounds_strategy': ['--confounds-strategy', 'compcor'],
     'high_pass': ['--high-pass', '0.01'],
     'smoothing_fwhm': ['--smoothing-fwhm', '6'],
     'alpha': ['--alpha', '0.05'],
     'n_nulls': ['--n-nulls', '100'],
     'reference_networks': ['--reference-networks', 'seitzman2018'],
-    'device': ['--device', 'cpu'],
     'nprocs': ['--nprocs', '2'],
     'omp_nthreads': ['--omp-nthreads', '1'],
     'mem_gb': ['--mem-gb', '8'],
     'nipype_plugin_file': ['--nipype-plugin-file', 'plugin.yml'],
-    'random_seed': ['--random-seed', '3'],
     'stop_on_first_crash': ['--stop-on-first-crash'],
     'reports_only': ['--reports-only'],
 }

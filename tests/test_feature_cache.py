@@ -22,6 +22,14 @@ def _features(rng, n_frames=12, units=(3, 7, 11)):
                     blank=rng.random(len(units)), unit_indices=units)  # fmt: skip
 
 
+def _one(rng):
+    return {'features.1': _features(rng)}
+
+
+def _get(cache, movie, settings, compute):
+    return cache.get_or_compute(movie, 'alexnet', ['features.1'], settings, compute)['features.1']
+
+
 @pytest.fixture
 def movie(tmp_path):
     path = tmp_path / 'movie.mp4'
@@ -34,11 +42,13 @@ def test_computed_once_for_two_subjects_and_read_back_exactly(tmp_path, movie, r
 
     def compute():
         calls.append(1)
-        return made
+        return {'features.1': made, 'features.4': other}
 
-    first, path = cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS, compute)
-    second, again = cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS, compute)
-    assert calls == [1]
+    other = _features(rng, units=(0, 1))
+    both = ['features.1', 'features.4']
+    first, path = cache.get_or_compute(movie, 'alexnet', both, SETTINGS, compute)['features.1']
+    second, again = _get(cache, movie, SETTINGS, compute)
+    assert calls == [1]  # one forward pass made both layers
     assert path == again
     assert path.parent == tmp_path / 'out' / 'features'
     assert path.name.startswith(f'stim-{_sha(movie)[:8]}_cnn-alexnet_layer-features1_hash-')
@@ -55,33 +65,29 @@ def test_computed_once_for_two_subjects_and_read_back_exactly(tmp_path, movie, r
 
 def test_other_settings_make_another_set(tmp_path, movie, rng):
     cache = FeatureCache(tmp_path / 'out')
-    _, a = cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS, lambda: _features(rng))
-    _, b = cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS | {'FrameRate': 2.0},
-                                lambda: _features(rng))  # fmt: skip
+    _, a = _get(cache, movie, SETTINGS, lambda: _one(rng))
+    _, b = _get(cache, movie, SETTINGS | {'FrameRate': 2.0}, lambda: _one(rng))
     assert a != b
 
 
 def test_a_mismatching_sidecar_is_refused_not_reused(tmp_path, movie, rng):
     cache = FeatureCache(tmp_path / 'out')
-    _, path = cache.get_or_compute(
-        movie, 'alexnet', 'features.1', SETTINGS, lambda: _features(rng)
-    )
+    _, path = _get(cache, movie, SETTINGS, lambda: _one(rng))
     sidecar = path.with_suffix('.json')
     meta = json.loads(sidecar.read_text())
     meta['Settings']['FrameFit'] = 'crop'
     sidecar.write_text(json.dumps(meta))
     with pytest.raises(InputDataError, match='made with other Settings'):
-        cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS, lambda: _features(rng))
+        _get(cache, movie, SETTINGS, lambda: _one(rng))
 
 
 def _worker(output_dir: str, movie: str, marker_dir: str) -> None:
     def compute():
         Path(marker_dir, f'computed-{multiprocessing.current_process().pid}').touch()
         time.sleep(1.0)
-        return _features(np.random.default_rng(0))
+        return _one(np.random.default_rng(0))
 
-    FeatureCache(Path(output_dir)).get_or_compute(Path(movie), 'alexnet', 'features.1', SETTINGS,
-                                                  compute)  # fmt: skip
+    _get(FeatureCache(Path(output_dir)), Path(movie), SETTINGS, compute)
 
 
 def test_parallel_jobs_compute_once(tmp_path, movie):
@@ -102,21 +108,20 @@ def test_a_lock_file_left_by_a_dead_job_does_not_block(tmp_path, movie, rng):
     cache = FeatureCache(tmp_path / 'out', lock_timeout_s=2.0)
     path = cache.path('0' * 64, 'alexnet', 'features.1', SETTINGS)
     path.parent.mkdir(parents=True)
-    Path(str(cache.path(_sha(movie), 'alexnet', 'features.1', SETTINGS)) + '.lock').touch()
-    features, _ = cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS,
-                                       lambda: _features(rng))  # fmt: skip
+    cache.lock_path(_sha(movie), 'alexnet', SETTINGS).touch()
+    features, _ = _get(cache, movie, SETTINGS, lambda: _one(rng))
     assert features.acts.shape == (12, 3)
 
 
 def test_waiting_too_long_says_what_to_do(tmp_path, movie, rng):
     cache = FeatureCache(tmp_path / 'out', lock_timeout_s=0.3)
-    path = cache.path(_sha(movie), 'alexnet', 'features.1', SETTINGS)
-    path.parent.mkdir(parents=True)
+    lock = cache.lock_path(_sha(movie), 'alexnet', SETTINGS)
+    lock.parent.mkdir(parents=True)
     context = multiprocessing.get_context('fork')
     holding, release = context.Event(), context.Event()
 
     def hold():
-        with FileLock(str(path) + '.lock'):
+        with FileLock(str(lock)):
             holding.set()
             release.wait(30)
 
@@ -125,7 +130,7 @@ def test_waiting_too_long_says_what_to_do(tmp_path, movie, rng):
     try:
         assert holding.wait(10)
         with pytest.raises(SyncActError, match='--features-only'):
-            cache.get_or_compute(movie, 'alexnet', 'features.1', SETTINGS, lambda: _features(rng))
+            _get(cache, movie, SETTINGS, lambda: _one(rng))
     finally:
         release.set()
         holder.join(10)

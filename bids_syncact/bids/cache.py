@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,66 +88,101 @@ class FeatureCache:
         )
         return self.folder / name
 
+    def lock_path(self, stimulus_sha256: str, cnn: str, settings: Mapping[str, Any]) -> Path:
+        """Return the lock held while one process computes the layers of a stimulus and CNN."""
+        return self.folder / (
+            f'stim-{stimulus_sha256[:8]}_cnn-{bids_label(cnn)}'
+            f'_hash-{settings_hash(settings)[:8]}.lock'
+        )
+
     def get_or_compute(
         self,
         stimulus: Path,
         cnn: str,
-        layer: str,
+        layers: Sequence[str],
         settings: Mapping[str, Any],
-        compute: Callable[[], Features],
+        compute: Callable[[], Mapping[str, Features]],
         *,
         stimulus_sha256: str | None = None,
-    ) -> tuple[Features, Path]:
-        """Load the feature set, computing and storing it first if no one has.
+        provenance: Mapping[str, Any] | None = None,
+    ) -> dict[str, tuple[Features, Path]]:
+        """Load the feature sets of ``layers``, computing and storing them first if no one has.
 
         Parameters
         ----------
         stimulus : Path
-            The movie (its sha256 names the set).
-        cnn, layer : str
-            Original names (the labels in the file name are made from them).
+            The movie, clip or image (its sha256 names the sets).
+        cnn : str
+            Original name (the label in the file name is made from it).
+        layers : sequence of str
+            Original module names; one forward pass computes them all.
         settings : mapping
             Every setting that changes the numbers (weights sha256, frame rate, frame fit,
-            transforms, library versions); stored in the sidecar and hashed into the name.
+            transforms, library versions); stored in the sidecars and hashed into the names.
         compute : callable
-            Makes the features when they are not cached; called at most once per set.
+            Makes ``{layer: Features}`` when any layer is missing; called at most once per
+            stimulus, CNN and settings, however many processes ask at the same time.
         stimulus_sha256 : str, optional
             The stimulus file's sha256 when already known.
+        provenance : mapping, optional
+            How the sets were made (device, threads), read after ``compute`` and written to the
+            sidecars under ``Provenance``; never compared on reuse.
+
+        Returns
+        -------
+        dict
+            ``{layer: (features, tsv_path)}``.
 
         Raises
         ------
         InputDataError
             A cached set whose sidecar disagrees with the settings (exit 65): remove it.
         SyncActError
-            Waited longer than the lock timeout for another process computing the same set.
+            Waited longer than the lock timeout for another process computing the same sets.
         """
         sha = stimulus_sha256 or file_sha256(stimulus)
-        tsv = self.path(sha, cnn, layer, settings)
-        sidecar = tsv.with_suffix('.json')
-        expected = {'CNN': cnn, 'Layer': layer, 'StimulusSha256': sha, 'Settings': dict(settings)}
-        if not tsv.exists():
+        tsvs = {layer: self.path(sha, cnn, layer, settings) for layer in layers}
+        expected = {
+            layer: {'CNN': cnn, 'Layer': layer, 'StimulusSha256': sha, 'Settings': dict(settings)}
+            for layer in layers
+        }
+        if not all(tsv.exists() for tsv in tsvs.values()):
             self.folder.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(tsv) + '.lock', timeout=self.lock_timeout_s)
+            lock = FileLock(str(self.lock_path(sha, cnn, settings)), timeout=self.lock_timeout_s)
             try:
                 with lock:  # flock: released by the kernel if its holder dies (no stale lock)
-                    if not tsv.exists():  # someone else may have finished while we waited
-                        features = compute()
-                        meta = {
-                            'Description': f'Activations of {cnn} {layer} over {stimulus.name}',
-                            'Sources': [str(stimulus)],
-                            'UnitIndices': list(features.unit_indices),
-                            **expected,
-                        }  # fmt: skip
-                        atomic_write_json(sidecar, _plain(meta))
-                        atomic_write_text(tsv, _to_tsv(features))
+                    missing = [layer for layer, tsv in tsvs.items() if not tsv.exists()]
+                    if missing:  # someone else may have finished while we waited
+                        computed = compute()
+                        for layer in missing:
+                            meta = expected[layer] | {'Provenance': dict(provenance or {})}
+                            self._store(stimulus, tsvs[layer], meta, computed[layer])
             except Timeout:
                 raise SyncActError(
-                    f'waited {self.lock_timeout_s:.0f} s for another bids-syncact computing '
-                    f'{tsv.name}: run --features-only once before the participant jobs'
+                    f'waited {self.lock_timeout_s:.0f} s for another bids-syncact computing the '
+                    f'features of {stimulus.name}: run --features-only once before the '
+                    'participant jobs'
                 ) from None
-        return self._load(tsv, sidecar, expected), tsv
+        return {layer: (self._load(tsvs[layer], expected[layer]), tsvs[layer]) for layer in layers}
 
-    def _load(self, tsv: Path, sidecar: Path, expected: dict[str, Any]) -> Features:
+    @staticmethod
+    def _store(stimulus: Path, tsv: Path, expected: dict[str, Any], features: Features) -> None:
+        meta = {
+            'Description': (
+                f'Activations of {expected["CNN"]} {expected["Layer"]} over {stimulus.name}: '
+                'spatial mean of each channel per sampled frame; the first row is a blank '
+                '(mid-grey) screen'
+            ),
+            'Sources': [str(stimulus)],
+            'UnitIndices': list(features.unit_indices),
+            **expected,
+        }
+        atomic_write_json(tsv.with_suffix('.json'), _plain(meta))  # the sidecar first,
+        atomic_write_text(tsv, _to_tsv(features))  # the data last: it marks the set complete
+
+    @staticmethod
+    def _load(tsv: Path, expected: dict[str, Any]) -> Features:
+        sidecar = tsv.with_suffix('.json')
         try:
             meta = json.loads(sidecar.read_text())
         except (OSError, ValueError) as err:
@@ -170,6 +205,13 @@ class FeatureCache:
             blank=values[blank_row.to_numpy()][0],
             unit_indices=tuple(int(i) for i in meta['UnitIndices']),
         )
+
+
+def read_features(tsv: Path) -> tuple[dict[str, Any], Features]:
+    """Read a cached feature set and its sidecar (e.g. one a worker just made)."""
+    meta = json.loads(tsv.with_suffix('.json').read_text())
+    expected = {key: meta.get(key) for key in ('CNN', 'Layer', 'StimulusSha256', 'Settings')}
+    return meta, FeatureCache._load(tsv, expected)
 
 
 def _to_tsv(features: Features) -> str:

@@ -35,8 +35,8 @@ ANALYSIS_LEVELS = ('participant', 'group')
 #: Processing stages and whether this version builds them. Options and analysis levels name one.
 STAGES: dict[str, bool] = {
     'discovery': True,
-    'stimulus features (movie decoding and CNN activations)': False,
-    'synchronization (HRF and sampling on the scanner clock)': False,
+    'stimulus features (movie decoding and CNN activations)': True,
+    'synchronization (HRF and sampling on the scanner clock)': True,
     'denoising': False,
     'coupling (sparse coding)': False,
     'significance (null distributions)': False,
@@ -299,7 +299,7 @@ def build_parser() -> SyncActArgumentParser:
          help='intermediate results, logs and the plan; default: ./work')  # fmt: skip
     _add(parser, g, '--nipype-plugin-file', type=Path, metavar='YAML', stage=EXECUTE,
          help='Nipype plugin settings (e.g. SLURM)')  # fmt: skip
-    _add(parser, g, '--random-seed', type=_int_at_least(0), metavar='N', stage=EXECUTE,
+    _add(parser, g, '--random-seed', type=_int_at_least(0), metavar='N', stage=FEATURES,
          help='seed of random init, null shifts and permutations; default: 0')  # fmt: skip
     _add(parser, g, '--stop-on-first-crash', action='store_const', const=True, stage=EXECUTE,
          help='stop at the first failing node')  # fmt: skip

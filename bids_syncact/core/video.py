@@ -13,12 +13,74 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
 
 VIDEO_EXTENSIONS = frozenset({'.mp4', '.mkv', '.avi', '.mov', '.webm', '.mpg'})
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
+#: Grey level (0-255) of the blank screen, and of the bars ``pad`` adds around a frame.
+BLANK_LEVEL = 128
+#: FFmpeg's swscale filter for resizing: an area average, antialiased when shrinking.
+RESAMPLER = 'AREA'
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    """How a frame is fitted to a square network input (``--frame-fit``)."""
+
+    mode: Literal['pad', 'crop', 'squash']
+    """``pad``: the whole frame, scaled to fit, on mid-grey bars (letterbox); ``crop``:
+    torchvision's resize of the shorter side then centre crop; ``squash``: both sides scaled."""
+    size: int
+    """Side of the network input (px)."""
+    resize: int
+    """Shorter side before the centre crop (``crop`` only)."""
+
+
+def fit_geometry(width: int, height: int, fit: FrameFit) -> tuple[int, int, int, int]:
+    """Where a frame goes on the square input: ``(scaled_w, scaled_h, x, y)``.
+
+    The frame is resized to ``scaled_w x scaled_h`` and its top-left corner placed at ``(x, y)``
+    on the ``size x size`` input: ``x, y >= 0`` leave bars (pad), negative values cut (crop).
+
+    >>> fit_geometry(640, 480, FrameFit('pad', 224, 256))
+    (224, 168, 0, 28)
+    >>> fit_geometry(640, 480, FrameFit('crop', 224, 256))
+    (341, 256, -58, -16)
+    >>> fit_geometry(640, 480, FrameFit('squash', 224, 256))
+    (224, 224, 0, 0)
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f'a frame of {width}x{height} px')
+    if fit.mode == 'squash':
+        return fit.size, fit.size, 0, 0
+    if fit.mode == 'pad':
+        scale = fit.size / max(width, height)
+    elif fit.mode == 'crop':
+        scale = fit.resize / min(width, height)
+    else:
+        raise ValueError(f'unknown frame fit {fit.mode!r}')
+    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # torchvision's center_crop rounds the same way: int(round((side - size) / 2))
+    x, y = (round((fit.size - side) / 2.0) for side in (scaled_w, scaled_h))
+    return scaled_w, scaled_h, x, y
+
+
+def fitted(frame: av.VideoFrame, fit: FrameFit | None) -> np.ndarray:
+    """RGB uint8 array of a decoded frame, fitted to the network input when ``fit`` is given."""
+    if fit is None:
+        return frame.to_ndarray(format='rgb24')
+    scaled_w, scaled_h, x, y = fit_geometry(frame.width, frame.height, fit)
+    image = frame.to_ndarray(
+        width=scaled_w, height=scaled_h, format='rgb24', interpolation=RESAMPLER
+    )
+    canvas = np.full((fit.size, fit.size, 3), BLANK_LEVEL, dtype=np.uint8)
+    top, left = max(y, 0), max(x, 0)
+    source = image[max(-y, 0) : max(-y, 0) + fit.size, max(-x, 0) : max(-x, 0) + fit.size]
+    canvas[top : top + source.shape[0], left : left + source.shape[1]] = source
+    return canvas
 
 
 @dataclass(frozen=True)
@@ -94,9 +156,16 @@ def _packet_duration(
 
 
 def iter_frames(
-    path: str | Path, rate_hz: float | None = None
+    path: str | Path,
+    rate_hz: float | None = None,
+    *,
+    fit: FrameFit | None = None,
+    duration_s: float | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time_s, frame)``: the frame on screen at each tick, by presentation timestamps.
+
+    Frames are converted (and fitted) only when yielded, so sampling a 24 fps movie at 4 Hz
+    converts one decoded frame in six. An image file yields one frame at 0 s.
 
     Parameters
     ----------
@@ -106,22 +175,33 @@ def iter_frames(
         Ticks at ``k / rate_hz`` s from the movie's start, each given the last frame shown at or
         before it (held until the next frame): a variable frame rate is sampled as it played.
         None ("native"): every frame, at its own time.
+    fit : FrameFit, optional
+        Fit each frame to the network input (in this thread, with FFmpeg's swscale).
+    duration_s : float, optional
+        The movie's length when already probed (the last frame is held until then).
 
     Yields
     ------
     time_s : float
         Seconds from the movie's start (the first frame's timestamp is 0).
-    frame : ndarray of shape (height, width, 3)
+    frame : ndarray of shape (height, width, 3) or (size, size, 3)
         RGB, uint8.
     """
-    end_s = probe_video(path).duration_s if rate_hz is not None else None
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                yield 0.0, fitted(frame, fit)
+                return
+        raise ValueError('no image in the file')
+    if rate_hz is not None and duration_s is None:
+        duration_s = probe_video(path).duration_s
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = 'AUTO'
         origin = None
         if stream.start_time is not None and stream.time_base:
             origin = float(stream.start_time * stream.time_base)
-        tick, shown, previous = 0, None, None
+        tick, shown, image, previous = 0, None, None, None
         for index, frame in enumerate(container.decode(stream)):
             if frame.time is None:
                 raise ValueError(f'frame {index} has no timestamp: re-encode the movie')
@@ -133,18 +213,20 @@ def iter_frames(
                     f'{previous:.3f} s): re-encode, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4'
                 )
             previous = time_s
-            image = frame.to_ndarray(format='rgb24')
             if rate_hz is None:
-                yield time_s, image
+                yield time_s, fitted(frame, fit)
                 continue
             while shown is not None and tick / rate_hz < time_s - 1e-9:
-                yield tick / rate_hz, shown
+                image = fitted(shown, fit) if image is None else image
+                yield tick / rate_hz, image
                 tick += 1
-            shown = image
+            shown, image = frame, None
         if rate_hz is None or shown is None:
             return
-        while tick / rate_hz < max(end_s, previous + 1e-6) - 1e-9:  # the last frame is held
-            yield tick / rate_hz, shown
+        end_s = max(float(duration_s or 0.0), previous + 1e-6)
+        while tick / rate_hz < end_s - 1e-9:  # the last frame is held
+            image = fitted(shown, fit) if image is None else image
+            yield tick / rate_hz, image
             tick += 1
 
 

@@ -21,7 +21,11 @@ LOGGER = logging.getLogger('bids_syncact.participant')
 
 
 def run_participant_level(config: Config) -> int:
-    """Discover the runs, print the plan and write it to ``<work_dir>/plan.json``.
+    """Discover the runs, then compute the stimulus features and the synchronized activations.
+
+    The plan (files, TR, timing source, onsets, dropped volumes) is printed and written to
+    ``<work_dir>/plan.json`` first. CNN names, layers and weights are checked here, in the
+    parent, so that a wrong name or missing weights is one line before any job starts.
 
     Returns
     -------
@@ -36,6 +40,34 @@ def run_participant_level(config: Config) -> int:
     atomic_write_json(plan_file, plan_document(config, plans))
     print(format_plan(plans))
     print(f'Plan of {len(plans)} run(s) written to {plan_file}')
+    return process_runs(config, plans)
+
+
+def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
+    """Compute the stimulus features, then (unless ``--features-only``) synchronize every run.
+
+    Returns
+    -------
+    int
+        The exit code (0); failures raise :class:`~bids_syncact.errors.SyncActError`.
+    """
+    from bids_syncact.bids.derivatives import write_dataset_description
+    from bids_syncact.bids.features import prepare_cnn
+    from bids_syncact.workflows.execute import run_workflow
+    from bids_syncact.workflows.stimulus import init_stimulus_wf, stimulus_hashes
+
+    prepared = {
+        cnn: prepare_cnn(cnn, config.cnn, config.stimulus, seed=config.execution.random_seed)
+        for cnn in config.cnn.cnn
+    }
+    sha256_of = stimulus_hashes(plans)
+    write_dataset_description(
+        config.output_dir, config.inputs.bids_dir, config.inputs.fmriprep_dir
+    )
+    workflow = init_stimulus_wf(config, plans, prepared, sha256_of)
+    run_workflow(workflow, config)
+    what = 'feature cache' if config.cnn.features_only else 'synchronized activations'
+    print(f'Wrote the {what} of {len(plans)} run(s) under {config.output_dir}')
     return 0
 
 

@@ -1,0 +1,78 @@
+"""Running a Nipype graph: the plugin, the work dir, and failures turned into one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from nipype import config as nipype_config
+from nipype import logging as nipype_logging
+from nipype.pipeline import engine as pe
+
+from bids_syncact import errors
+from bids_syncact.config import Config
+
+LOGGER = logging.getLogger('bids_syncact.execute')
+_ERROR_LINE = re.compile(r'^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$')
+
+
+def run_workflow(workflow: pe.Workflow, config: Config) -> None:
+    """Run ``workflow`` in the work dir (reruns resume from it) with MultiProc or Linear.
+
+    Raises
+    ------
+    SyncActError
+        A node failed: the first failure's message, with the exit code of its error class
+        when it is one of ours (a corrupt movie stays exit 65), else exit 1; crash files are
+        named in the log.
+    """
+    crash_dir = config.execution.work_dir / 'logs' / 'nipype'
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    workflow.config['execution'] = {
+        'crashdump_dir': str(crash_dir),
+        'crashfile_format': 'txt',
+        'remove_unnecessary_outputs': False,
+        'stop_on_first_crash': config.execution.stop_on_first_crash,
+        'poll_sleep_duration': 0.2,
+    }
+    level = 'INFO' if config.execution.verbosity else 'WARNING'
+    nipype_config.update_config({'logging': {
+        'workflow_level': level, 'interface_level': level, 'utils_level': level,
+        'log_directory': str(crash_dir), 'log_to_file': True,
+    }})  # fmt: skip
+    nipype_logging.update_logging(nipype_config)
+    n_procs = config.execution.nprocs or os.cpu_count() or 1
+    plugin, args = ('Linear', {}) if n_procs == 1 else (
+        'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False}
+    )  # fmt: skip
+    before = set(crash_dir.glob('crash-*.txt'))
+    try:
+        workflow.run(plugin=plugin, plugin_args=args)
+    except RuntimeError as err:
+        crashes = sorted(set(crash_dir.glob('crash-*.txt')) - before)
+        raise _failure(crashes, err) from None
+
+
+def _failure(crashes: list[Path], err: BaseException) -> errors.SyncActError:
+    if not crashes:
+        return errors.SyncActError(f'the workflow failed: {err}')
+    for crash in crashes:
+        LOGGER.error('Node failed, see %s', crash)
+    kind, message = _last_error(crashes[0])
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.SyncActError)):
+        cls, message = errors.SyncActError, f'{kind}: {message}'
+    more = f' (and {len(crashes) - 1} more)' if len(crashes) > 1 else ''
+    return cls(f'{message}{more}; crash files in {crashes[0].parent}')
+
+
+def _last_error(crash: Path) -> tuple[str, str]:
+    """Return the exception class name and message at the end of a Nipype crash file's traceback."""
+    found = ('Error', crash.name)
+    for line in crash.read_text(errors='replace').splitlines():
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            found = (match.group(1), match.group(2))
+    return found

@@ -1,0 +1,147 @@
+"""The stimulus side of the participant graph: features once per stimulus, sync per run.
+
+``init_stimulus_wf`` only connects nodes: one :class:`StimulusFeatures` node per distinct
+stimulus file (by content) and CNN, shared by every run and subject that showed it; per subject,
+task and CNN a merge of the feature files the units are chosen on; per run and CNN one
+:class:`SynchronizeRun` node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from bids_syncact import __version__
+from bids_syncact.bids.cache import bids_label, file_sha256
+from bids_syncact.bids.discovery import RunPlan
+from bids_syncact.bids.features import PreparedCNN
+from bids_syncact.config import Config
+from bids_syncact.interfaces.stimulus import StimulusFeatures, SynchronizeRun
+
+
+def stimulus_hashes(plans: Sequence[RunPlan]) -> dict[str, str]:
+    """sha256 of every stimulus file the runs show, by path (each file read once)."""
+    hashes: dict[str, str] = {}
+    for plan in plans:
+        stim = plan.stimulus
+        paths = [stim.path] if stim.kind == 'movie' else [item.path for item in stim.items]
+        for path in paths:
+            if str(path) not in hashes:
+                hashes[str(path)] = file_sha256(path)
+    return hashes
+
+
+def _durations(plans: Sequence[RunPlan]) -> dict[str, float]:
+    return {
+        str(plan.stimulus.path): plan.stimulus.movie.duration_s
+        for plan in plans
+        if plan.stimulus.kind == 'movie' and plan.stimulus.movie is not None
+    }
+
+
+def init_stimulus_wf(
+    config: Config,
+    plans: Sequence[RunPlan],
+    prepared: Mapping[str, PreparedCNN],
+    sha256_of: Mapping[str, str],
+    *,
+    name: str = 'syncact_stimulus_wf',
+) -> pe.Workflow:
+    """Connect the feature and synchronization nodes of ``plans`` (features only on request).
+
+    Parameters
+    ----------
+    config : Config
+        The run's configuration.
+    plans : sequence of RunPlan
+        The runs discovered.
+    prepared : mapping
+        The CNNs, checked in the parent, by name.
+    sha256_of : mapping
+        sha256 of each stimulus file, by path (:func:`stimulus_hashes`).
+    name : str
+        Workflow name (its folder in the work dir).
+    """
+    workflow = pe.Workflow(name=name, base_dir=str(config.execution.work_dir))
+    durations = _durations(plans)
+    first_path = {sha: path for path, sha in reversed(list(sha256_of.items()))}
+    features: dict[tuple[str, str], pe.Node] = {}
+    for cnn, spec in prepared.items():
+        for sha, path in sorted(first_path.items()):
+            node = pe.Node(
+                StimulusFeatures(
+                    stimulus=path, stimulus_sha256=sha, duration_s=durations.get(path),
+                    cnn_spec=spec.to_dict(), frame_rate=config.stimulus.frame_rate,
+                    frame_fit=config.stimulus.frame_fit, device=config.execution.device,
+                    output_dir=str(config.output_dir),
+                ),
+                name=f'features_{bids_label(cnn)}_{sha[:8]}',
+            )  # fmt: skip
+            node.n_procs = os.cpu_count() or 1  # torch uses every core: run it alone
+            features[cnn, sha] = node
+            workflow.add_nodes([node])
+    if config.cnn.features_only:
+        return workflow
+
+    groups: dict[tuple[str, str], list[RunPlan]] = defaultdict(list)
+    for plan in plans:
+        groups[str(plan.entities['subject']), str(plan.entities['task'])].append(plan)
+    for (subject, task), group in sorted(groups.items()):
+        shas = sorted({sha256_of[p] for plan in group for p in _paths(plan)})
+        for cnn, spec in prepared.items():
+            merge = pe.Node(
+                niu.Merge(len(shas), ravel_inputs=True),
+                name=f'merge_{bids_label(cnn)}_sub{subject}_task{bids_label(task)}',
+            )
+            for index, sha in enumerate(shas, start=1):
+                workflow.connect(features[cnn, sha], 'feature_files', merge, f'in{index}')
+            for plan in group:
+                sync = pe.Node(
+                    SynchronizeRun(
+                        run_plan=plan.to_dict(), sha256_of=dict(sha256_of),
+                        cnn_spec=spec.to_dict(), max_units=config.cnn.max_units,
+                        hrf=config.stimulus.hrf, sidecar=sidecar_settings(config, spec),
+                        bids_dir=str(config.inputs.bids_dir),
+                        fmriprep_dir=str(config.inputs.fmriprep_dir),
+                        output_dir=str(config.output_dir),
+                    ),
+                    name=f'sync_{bids_label(cnn)}_{bids_label(plan.name)}',
+                )  # fmt: skip
+                workflow.connect(merge, 'out', sync, 'feature_files')
+    return workflow
+
+
+def _paths(plan: RunPlan) -> list[str]:
+    stim = plan.stimulus
+    return [str(stim.path)] if stim.kind == 'movie' else [str(i.path) for i in stim.items]
+
+
+def sidecar_settings(config: Config, spec: PreparedCNN) -> dict[str, Any]:
+    """Return what every sidecar of this CNN records about how its numbers were made."""
+    import nilearn
+    import numpy
+    import torch
+    import torchvision
+
+    return {
+        'Weights': spec.weights_description,
+        'FrameRate': config.stimulus.frame_rate,
+        'FrameFit': config.stimulus.frame_fit,
+        'HRF': config.stimulus.hrf,
+        'MaxUnits': 'all' if config.cnn.max_units is None else config.cnn.max_units,
+        'UnitSelection': 'largest activation variance over the stimuli of the task, ties by index',
+        'FeatureSettings': dict(spec.settings),
+        'RandomSeed': config.execution.random_seed,
+        'SoftwareVersions': {
+            'bids-syncact': __version__,
+            'torch': torch.__version__,
+            'torchvision': torchvision.__version__,
+            'nilearn': nilearn.__version__,
+            'numpy': numpy.__version__,
+        },
+    }
