@@ -60,13 +60,16 @@ def sync_path(output_dir: Path, run_name: str, entities: Mapping[str, Any], cnn:
 
 
 def bids_uri(path: Path | str, links: Mapping[str, Path]) -> str:
-    """Return a BIDS URI for ``path`` in one of the linked datasets, else the plain path.
+    """Return a BIDS URI for ``path`` in the innermost linked dataset, else the plain path.
 
-    >>> bids_uri('/data/sub-01/func/x.nii.gz', {'raw': Path('/data')})
+    >>> links = {'raw': Path('/data'), 'fmriprep': Path('/data/derivatives/fmriprep')}
+    >>> bids_uri('/data/sub-01/func/x.nii.gz', links)
     'bids:raw:sub-01/func/x.nii.gz'
+    >>> bids_uri('/data/derivatives/fmriprep/sub-01/x.nii.gz', links)
+    'bids:fmriprep:sub-01/x.nii.gz'
     """
     path = Path(path)
-    for name, root in links.items():
+    for name, root in sorted(links.items(), key=lambda item: -len(item[1].parts)):
         if path.is_relative_to(root):
             return f'bids:{name}:{path.relative_to(root).as_posix()}'
     return str(path)

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -180,12 +181,7 @@ def resolve_weights(cnn: str, value: str, *, seed: int = 0) -> Weights:
     """
     check_cnn(cnn)
     if value == 'none':
-        LOGGER.warning(
-            '%s runs with RANDOM weights (--weights none, seed %d): its units mean nothing '
-            'about vision; use this for tests only',
-            cnn,
-            seed,
-        )
+        LOGGER.info('%s: random weights (--weights none, seed %d)', cnn, seed)
         return Weights('none', 'none', seed=seed)
     if value.upper() == 'DEFAULT':
         enum = get_model_weights(cnn).DEFAULT
@@ -222,7 +218,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         Not a readable file of tensors by name (exit 65).
     """
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # a refusal is one line, not a warning and a line
+            warnings.simplefilter('ignore')
+            state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputDataError(

@@ -40,9 +40,12 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     level = 'INFO' if config.execution.verbosity else 'WARNING'
     nipype_config.update_config({'logging': {
         'workflow_level': level, 'interface_level': level, 'utils_level': level,
-        'log_directory': str(crash_dir), 'log_to_file': True,
+        # Nipype's log file handler locks with filelock, which refuses locks inherited across
+        # fork: a MultiProc worker logging a failure would die and leave the run hanging.
+        'log_to_file': False,
     }})  # fmt: skip
     nipype_logging.update_logging(nipype_config)
+    _route_nipype_logs(config.execution.verbosity)
     n_procs = config.execution.nprocs or os.cpu_count() or 1
     plugin, args = ('Linear', {}) if n_procs == 1 else (
         'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False}
@@ -55,11 +58,25 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
         raise _failure(crashes, err) from None
 
 
+def _route_nipype_logs(verbosity: int) -> None:
+    """Send Nipype's records to our handlers (the log file; stderr only with -v), not stdout.
+
+    Nipype prints tracebacks of failed nodes on stdout: a refusal must stay one line.
+    """
+    nipype_logger = logging.getLogger('nipype')
+    for handler in list(nipype_logger.handlers):
+        nipype_logger.removeHandler(handler)
+    for handler in logging.getLogger('bids_syncact').handlers:
+        if handler.get_name() != 'stderr' or verbosity:
+            nipype_logger.addHandler(handler)
+    nipype_logger.propagate = False
+
+
 def _failure(crashes: list[Path], err: BaseException) -> errors.SyncActError:
     if not crashes:
         return errors.SyncActError(f'the workflow failed: {err}')
     for crash in crashes:
-        LOGGER.error('Node failed, see %s', crash)
+        LOGGER.info('Node failed, see %s', crash)
     kind, message = _last_error(crashes[0])
     cls = getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.SyncActError)):

@@ -67,6 +67,13 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
     workflow = init_stimulus_wf(config, plans, prepared, sha256_of)
     run_workflow(workflow, config)
     what = 'feature cache' if config.cnn.features_only else 'synchronized activations'
+    for spec in prepared.values():
+        if spec.weights.random:
+            LOGGER.warning(
+                '%s ran with RANDOM weights (--weights none, seed %s): its units say nothing '
+                'about vision; for tests only (flagged in every sidecar)',
+                spec.cnn, spec.weights.seed,
+            )  # fmt: skip
     print(f'Wrote the {what} of {len(plans)} run(s) under {config.output_dir}')
     return 0
 
