@@ -105,7 +105,8 @@ def _activations(model, cnn='alexnet', layers=('features.1', 'features.11')):
 
 def test_none_weights_are_seeded_and_flagged():
     a = cnns.resolve_weights('alexnet', 'none', seed=3)
-    assert a.random and a.seed == 3
+    assert a.random
+    assert a.seed == 3
     first = _activations(cnns.build_model('alexnet', a))
     again = _activations(
         cnns.build_model('alexnet', cnns.resolve_weights('alexnet', 'none', seed=3))
@@ -122,7 +123,9 @@ def test_a_state_dict_file_gives_the_saved_network(tmp_path):
     path = tmp_path / 'alexnet.pth'
     torch.save(model.state_dict(), path)
     weights = cnns.resolve_weights('alexnet', str(path))
-    assert weights.kind == 'path' and weights.path == path and not weights.random
+    assert weights.kind == 'path'
+    assert weights.path == path
+    assert not weights.random
     torch.testing.assert_close(_activations(cnns.build_model('alexnet', weights)),
                                _activations(model))  # fmt: skip
 
@@ -171,7 +174,8 @@ def test_default_weights_offline_fail_in_one_clear_line(tmp_path, monkeypatch):
             cnns.resolve_weights('alexnet', 'DEFAULT')
     message = str(raised.value)
     assert '\n' not in message
-    assert 'AlexNet_Weights.IMAGENET1K_V1' in message and str(tmp_path / 'torch') in message
+    assert 'AlexNet_Weights.IMAGENET1K_V1' in message
+    assert str(tmp_path / 'torch') in message
     assert 'python -m bids_syncact.resources --cnn alexnet' in message
 
 
@@ -182,7 +186,8 @@ def test_default_weights_found_in_torch_home_are_used_without_network(tmp_path, 
     path.parent.mkdir(parents=True)
     torch.save(model.state_dict(), path)
     weights = cnns.resolve_weights('alexnet', 'DEFAULT')
-    assert weights.kind == 'DEFAULT' and weights.path == path
+    assert weights.kind == 'DEFAULT'
+    assert weights.path == path
     torch.testing.assert_close(_activations(cnns.build_model('alexnet', weights)),
                                _activations(model))  # fmt: skip
 
@@ -204,7 +209,8 @@ def test_pad_keeps_the_whole_picture_on_grey_bars_crop_and_squash_fill():
     frame = _frame(200, 100)
     padded = fitted(frame, FrameFit('pad', 64, 73))
     assert padded.shape == (64, 64, 3)
-    assert (padded[:16] == BLANK_LEVEL).all() and (padded[48:] == BLANK_LEVEL).all()
+    assert (padded[:16] == BLANK_LEVEL).all()
+    assert (padded[48:] == BLANK_LEVEL).all()
     assert (padded[17:47] == 255).all()  # the picture, whole width
     for mode in ('crop', 'squash'):
         assert (fitted(frame, FrameFit(mode, 64, 73)) == 255).all()
@@ -221,7 +227,8 @@ def test_batches_and_blank_are_deterministic_and_shaped():
     _, again = extract_activations(frames, recorder, norm, batch_size=5)
     assert seen == [2, 2, 1]
     np.testing.assert_allclose(times, np.arange(5) / 4)
-    assert acts['features.1'].shape == (5, 64) and acts['features.4'].shape == (5, 192)
+    assert acts['features.1'].shape == (5, 64)
+    assert acts['features.4'].shape == (5, 192)
     np.testing.assert_allclose(acts['features.4'], again['features.4'], rtol=1e-5, atol=1e-6)
     blank = blank_activations(recorder, norm)
     assert blank['features.1'].shape == (64,)

@@ -16,7 +16,7 @@ from bids_syncact.bids.cache import read_features
 from bids_syncact.core.sync import Segment, synchronize_segments
 from bids_syncact.core.timing import acquisition_times
 
-from .conftest import TINY, assert_refused, edit_json
+from .conftest import TINY, assert_refused
 
 FAST = ('--weights', 'none', '--layers', 'features.1', 'features.4', '--max-units', '8')
 
@@ -48,7 +48,8 @@ def test_every_run_gets_synchronized_activations_from_one_extraction(cli, datase
         np.testing.assert_allclose(table['acquisition_time'], expected, atol=1e-9)
         assert sidecar['TimingSource'] == run['TimingSource'] == 'StartTime'
         assert sidecar['NonSteadyStateVolumes'] == run['drop_volumes'] == [0, 1]
-        assert sidecar['Weights']['Kind'] == 'none' and 'RANDOM' in sidecar['Weights']['Warning']
+        assert sidecar['Weights']['Kind'] == 'none'
+        assert 'RANDOM' in sidecar['Weights']['Warning']
         assert sidecar['Layer'] in ('features.1', 'features.4')
         assert len(sidecar['UnitIndices']) == 8
         assert list(table.columns[1:]) == [f'unit{i:04d}' for i in sidecar['UnitIndices']]
@@ -124,7 +125,8 @@ def test_a_corrupt_movie_is_exit_65_from_inside_the_workflow(cli, dataset, tmp_p
     movie.write_bytes(movie.read_bytes()[:2000])  # cut: probed as long enough, fails decoding
     result = cli(dataset, tmp_path / 'out', 'participant', *FAST, process=True)
     assert result.code in (65,), result.err
-    assert len(result.err_lines) == 1 and 'Traceback' not in result.err
+    assert len(result.err_lines) == 1
+    assert 'Traceback' not in result.err
 
 
 def test_an_image_sequence_is_placed_at_its_onsets(cli, dataset, tmp_path):
