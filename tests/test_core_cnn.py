@@ -168,10 +168,12 @@ def test_weights_of_another_network_or_not_a_state_dict_are_refused(tmp_path):
 
 def test_default_weights_offline_fail_in_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    with mock.patch('torchvision.models._api.WeightsEnum.get_state_dict',
-                    side_effect=OSError('Name or service not known')):  # fmt: skip
-        with pytest.raises(MissingInputError) as raised:
-            cnns.resolve_weights('alexnet', 'DEFAULT')
+    offline = OSError('Name or service not known')
+    with (
+        mock.patch('torchvision.models._api.WeightsEnum.get_state_dict', side_effect=offline),
+        pytest.raises(MissingInputError) as raised,
+    ):
+        cnns.resolve_weights('alexnet', 'DEFAULT')
     message = str(raised.value)
     assert '\n' not in message
     assert 'AlexNet_Weights.IMAGENET1K_V1' in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -48,8 +49,14 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     _route_nipype_logs(config.execution.verbosity)
     n_procs = config.execution.nprocs or os.cpu_count() or 1
     plugin, args = ('Linear', {}) if n_procs == 1 else (
-        'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False}
+        # forkserver: workers start clean, never forked from a process whose torch thread pool
+        # (or CUDA context) is already running, which deadlocks or breaks the child.
+        'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False, 'mp_context': 'forkserver'}
     )  # fmt: skip
+    if plugin == 'MultiProc':  # workers fork from a server that imported torch once, unused
+        multiprocessing.get_context('forkserver').set_forkserver_preload(
+            ['bids_syncact.interfaces.stimulus']
+        )
     before = set(crash_dir.glob('crash-*.txt'))
     try:
         workflow.run(plugin=plugin, plugin_args=args)
