@@ -272,3 +272,31 @@ def test_a_clip_with_two_scene_cuts_gives_unit_steps_at_the_cuts(tmp_path):
     change = np.abs(np.diff(acts['features.4'], axis=0)).max(axis=1)
     steps = times[1:][change > 1e-3 * np.abs(acts['features.4']).max()]
     np.testing.assert_allclose(steps, [2.0, 4.0])  # constant within a scene, a step at each cut
+
+
+@pytest.mark.slow
+def test_four_hertz_agrees_with_native_after_sync_on_a_natural_movie(tmp_path):
+    from bids_syncact._demo import movie as demo_movie
+    from bids_syncact.core.sync import synchronize
+    from bids_syncact.core.video import probe_video
+
+    rng = np.random.default_rng(1)
+    photos = demo_movie.load_photos()
+    shots = demo_movie.plan_shots(40.0, rng, len(photos))
+    frames = demo_movie.render_frames(photos, shots, fps=12, size=(96, 72))
+    path = demo_movie.write_movie_file(frames, tmp_path / 'natural.mp4', fps=12)
+    duration = probe_video(path).duration_s
+    model = cnns.build_model('alexnet', cnns.Weights('none', 'none', seed=0))
+    norm = cnns.normalisation('alexnet')
+    fit = FrameFit('pad', norm.crop_size, norm.resize_size)
+    recorder = cnns.UnitRecorder(model, ['features.4'])
+    blank = blank_activations(recorder, norm)['features.4']
+    acq = np.arange(50) + 0.5
+    series = {}
+    for rate in (None, 4.0):
+        times, acts = extract_activations(iter_frames(path, rate, fit=fit), recorder, norm)
+        series[rate] = synchronize(acts['features.4'], times, blank, onset=3.0, acq_times=acq,
+                                   duration_s=duration)  # fmt: skip
+    units = select_units([series[None]], 16)  # the units that move most
+    r = [np.corrcoef(series[None][:, k], series[4.0][:, k])[0, 1] for k in units]
+    assert min(r) > 0.99, r

@@ -196,3 +196,27 @@ def test_the_app_s_synchronization_matches_the_planted_regressors(small_demo):
     for k in range(6):
         r = np.corrcoef(out[:, k], planted.iloc[:, k + 1])[0, 1]
         assert r > 0.9999, (k, r)
+
+
+@pytest.mark.slow
+def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cli, tmp_path):
+    """The app's features and sync (own decoder, fit, hooks, HRF grid) against the demo's own."""
+    truth_dir = small_demo / 'sourcedata' / 'groundtruth'
+    truth = json.loads((truth_dir / 'truth.json').read_text())
+    out = tmp_path / 'out'
+    result = cli(small_demo, out, 'participant', '--weights', f'alexnet={truth_dir / truth["Weights"]}',
+                 '--layers', truth['Layer'], '--max-units', 'all', process=True)  # fmt: skip
+    assert result.code == 0, result.err
+    (path,) = out.glob('sub-*/func/*_desc-sync_timeseries.tsv')
+    synced = pd.read_csv(path, sep='\t')
+    planted = pd.read_csv(truth_dir / 'desc-planted_regressors.tsv', sep='\t')
+    kept = slice(SMALL.n_dummies, None)
+    for unit in truth['Units']:
+        r = np.corrcoef(synced[f'unit{unit:04d}'][kept], planted[f'unit{unit:03d}'][kept])[0, 1]
+        assert r > 0.995, (unit, r)
+        shifted = np.corrcoef(
+            synced[f'unit{unit:04d}'][kept][1:], planted[f'unit{unit:03d}'][kept][:-1]
+        )[0, 1]
+        assert shifted < r - 0.01  # one TR off is clearly worse: the clock is right
+    sidecar = json.loads(path.with_suffix('.json').read_text())
+    assert sidecar['Weights']['Sha256'] == truth['WeightsSha256']
