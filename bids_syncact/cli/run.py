@@ -34,6 +34,7 @@ from bids_syncact.config import (
     InputConfig,
     StimulusConfig,
 )
+from bids_syncact.core.presets import check_cnn
 from bids_syncact.errors import (
     AnalysisLevelError,
     ExitCode,
@@ -111,6 +112,8 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
             "filter twice (the strategy has fMRIPrep's cosine regressors): drop --high-pass, or "
             'use --confounds-strategy none'
         )
+    for cnn in ns.cnn or ():
+        check_cnn(cnn)
     bids_dir = _absolute(ns.bids_dir)
     output_dir = _absolute(ns.output_dir)
     derivatives = dict(ns.derivatives or [])

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -28,32 +25,14 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from bids_syncact.core.presets import (
+    check_cnn,
+    cnn_names,  # noqa: F401 - re-exported
+    presets,
+)
 from bids_syncact.errors import InputDataError, MissingInputError, UsageError
 
 LOGGER = logging.getLogger('bids_syncact.cnn')
-
-
-@cache
-def _presets() -> Mapping[str, Mapping[str, Any]]:
-    text = resources.files('bids_syncact.data').joinpath('layer_presets.json').read_text()
-    return json.loads(text)['cnns']
-
-
-def cnn_names() -> tuple[str, ...]:
-    """Names of the CNNs with a layer preset, sorted.
-
-    >>> 'alexnet' in cnn_names() and 'resnet18' in cnn_names()
-    True
-    """
-    return tuple(sorted(_presets()))
-
-
-def check_cnn(cnn: str) -> None:
-    """Refuse (exit 64) a CNN without a layer preset, listing the valid names."""
-    if cnn not in _presets():
-        raise UsageError(
-            f'--cnn {cnn!r} is not a CNN with a layer preset: use one of {", ".join(cnn_names())}'
-        )
 
 
 def preset_layers(cnn: str) -> tuple[str, ...]:
@@ -63,12 +42,12 @@ def preset_layers(cnn: str) -> tuple[str, ...]:
     ('features.1', 'features.4', 'features.7', 'features.9', 'features.11')
     """
     check_cnn(cnn)
-    return tuple(_presets()[cnn]['layers'])
+    return tuple(presets()[cnn]['layers'])
 
 
 def relu_after(cnn: str) -> frozenset[str]:
     """Modules followed by a functional ReLU in ``forward()`` (applied to the captured map)."""
-    return frozenset(_presets()[cnn].get('relu_after', ()))
+    return frozenset(presets()[cnn].get('relu_after', ()))
 
 
 @dataclass(frozen=True)

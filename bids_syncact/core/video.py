@@ -161,6 +161,7 @@ def iter_frames(
     *,
     fit: FrameFit | None = None,
     duration_s: float | None = None,
+    threads: int = 0,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time_s, frame)``: the frame on screen at each tick, by presentation timestamps.
 
@@ -179,6 +180,9 @@ def iter_frames(
         Fit each frame to the network input (in this thread, with FFmpeg's swscale).
     duration_s : float, optional
         The movie's length when already probed (the last frame is held until then).
+    threads : int
+        FFmpeg decoder threads: 0 lets FFmpeg choose (frame and slice threads, one per core),
+        1 decodes in the calling thread only (leaves the cores to the model).
 
     Yields
     ------
@@ -197,7 +201,9 @@ def iter_frames(
         duration_s = probe_video(path).duration_s
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'
+        if threads != 1:
+            stream.thread_type = 'AUTO'
+            stream.codec_context.thread_count = threads
         origin = None
         if stream.start_time is not None and stream.time_base:
             origin = float(stream.start_time * stream.time_base)
