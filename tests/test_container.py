@@ -16,7 +16,7 @@ from bids_syncact import __version__
 from bids_syncact.cli.boutiques import VERBOSITY_CHOICES, build_descriptor
 from bids_syncact.cli.parser import build_parser
 
-from .conftest import tree_state
+from .conftest import TINY, tree_state
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -162,11 +162,14 @@ def test_cli_runs_under_container_constraints(_tiny_template):  # noqa: PT019
         before = tree_state(dataset)
         command = _read_only(dataset, [str(BIN / 'bids-syncact'), str(dataset),
                                        str(writable / 'out'), 'participant', '-w',
-                                       str(writable / 'work')])  # fmt: skip
+                                       str(writable / 'work'), '--weights', 'none', '--layers',
+                                       'features.1', '--max-units', '4'])  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
                               preexec_fn=lambda: os.umask(0o027))  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert json.loads((writable / 'work' / 'plan.json').read_text())['Runs']
+        synced = list((writable / 'out').glob('sub-*/func/*_desc-sync_timeseries.tsv'))
+        assert len(synced) == len(TINY.subjects) * len(TINY.runs)  # features and sync ran too
         assert tree_state(dataset) == before
         assert not Path('/nonexistent').exists()
     finally:

@@ -164,3 +164,26 @@ def test_an_image_sequence_is_placed_at_its_onsets(cli, dataset, tmp_path):
     blank_level = synchronize_segments([], cached['a.png'].blank[units],
                                        acq_times=table['acquisition_time'].to_numpy())  # fmt: skip
     assert not np.allclose(expected, blank_level)  # the images do change the units
+
+
+def test_outputs_removed_since_the_last_run_are_made_again(cli, dataset, tmp_path):
+    out = tmp_path / 'out'
+    assert cli(dataset, out, 'participant', *FAST, process=True).code == 0
+    made = {p.name: p.read_bytes() for p in _sync_files(out)}
+    for path in _sync_files(out)[:3]:
+        path.unlink()
+    for path in (out / 'features').glob('*.tsv'):
+        path.unlink()
+    result = cli(dataset, out, 'participant', *FAST, process=True)  # the same work dir
+    assert result.code == 0, result.err
+    assert {p.name: p.read_bytes() for p in _sync_files(out)} == made  # whole and identical
+
+
+def test_sequence_items_without_a_positive_duration_are_refused(cli, dataset, tmp_path):
+    skio.imsave(dataset / 'stimuli' / 'a.png', skdata.astronaut(), check_contrast=False)
+    events = dataset / 'sub-01' / 'func' / 'sub-01_task-movie_run-1_events.tsv'
+    pd.DataFrame({'onset': [1.0], 'duration': [0.0], 'stim_file': ['a.png']}).to_csv(
+        events, sep='\t', index=False
+    )
+    result = cli(dataset, tmp_path / 'out', 'participant', *FAST, process=True)
+    assert_refused(result, 65, 'has duration 0 s')

@@ -27,6 +27,9 @@ from bids_syncact.core.video import BLANK_LEVEL, RESAMPLER, FrameFit
 from bids_syncact.errors import InputDataError, UsageError
 
 LOGGER = logging.getLogger('bids_syncact.features')
+#: Bump when this app's own frame handling (sampling, fit, pooling) changes the numbers, so that
+#: feature sets made by an older version are not reused.
+FEATURE_REVISION = 1
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def feature_settings(
     import torchvision
 
     return {
+        'FeatureRevision': FEATURE_REVISION,
         'Weights': weights_description(weights, weights_sha256) | {'File': None},
         'FrameRate': stimulus.frame_rate,
         'FrameFit': stimulus.frame_fit,

@@ -9,6 +9,7 @@ symlink may resolve anywhere inside ``BIDS_DIR`` (DataLad datasets), never outsi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,10 +272,16 @@ class StimulusResolver:
                 kind='movie', source='events', path=path, onset_s=_event_seconds(visual[0]['onset'], 'onset', origin),
                 origin=origin, movie=self._probe(path, origin),
             )  # fmt: skip
-        return Stimulus(
-            kind='sequence', source='events', origin=origin,
-            items=tuple(self._sequence_item(r, events_file) for r in visual),
-        )  # fmt: skip
+        items = sorted((self._sequence_item(r, events_file) for r in visual),
+                       key=lambda item: item.onset_s)  # fmt: skip
+        for before, after in itertools.pairwise(items):
+            if after.onset_s <= before.onset_s:
+                raise InputDataError(
+                    f'{origin}: {before.path.name} and {after.path.name} both start at '
+                    f'{after.onset_s:g} s: one picture at a time (a later onset cuts the one '
+                    'before it short)'
+                )
+        return Stimulus(kind='sequence', source='events', origin=origin, items=tuple(items))
 
     def _sequence_item(self, record: Mapping[str, object], events_file: Path) -> SequenceItem:
         path = self.dataset_stim_file(str(record['stim_file']), events_file)
@@ -295,6 +302,11 @@ class StimulusResolver:
                 )
             duration_s = _event_seconds(duration, 'duration', events_file.name)
         onset_s = _event_seconds(record['onset'], 'onset', events_file.name)
+        if duration_s <= 0:
+            raise InputDataError(
+                f'{events_file.name}: {record["stim_file"]} at {onset_s:g} s has duration '
+                f'{duration_s:g} s: give each image or clip of a sequence how long it was shown'
+            )
         return SequenceItem(path=path, onset_s=onset_s, duration_s=duration_s)
 
     def dataset_stim_file(self, stim_file: str, events_file: Path) -> Path:

@@ -62,7 +62,11 @@ def fit_geometry(width: int, height: int, fit: FrameFit) -> tuple[int, int, int,
         scale = fit.resize / min(width, height)
     else:
         raise ValueError(f'unknown frame fit {fit.mode!r}')
-    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if fit.mode == 'crop':  # torchvision's resize: the shorter side exact, the longer truncated
+        scaled_w = fit.resize if width <= height else int(fit.resize * width / height)
+        scaled_h = fit.resize if height <= width else int(fit.resize * height / width)
+    else:
+        scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
     # torchvision's center_crop rounds the same way: int(round((side - size) / 2))
     x, y = (round((fit.size - side) / 2.0) for side in (scaled_w, scaled_h))
     return scaled_w, scaled_h, x, y

@@ -49,6 +49,9 @@ class StimulusFeatures(SimpleInterface):
 
     input_spec = _StimulusFeaturesInputSpec
     output_spec = _StimulusFeaturesOutputSpec
+    # It writes into OUTPUT_DIR, not the work dir: run it every time (a cache hit is a read),
+    # so outputs removed since the last run are made again (as niworkflows' DataSink does).
+    _always_run = True
 
     def _run_interface(self, runtime):
         inputs = self.inputs
@@ -85,6 +88,7 @@ class SynchronizeRun(SimpleInterface):
 
     input_spec = _SynchronizeRunInputSpec
     output_spec = _SynchronizeRunOutputSpec
+    _always_run = True  # writes into OUTPUT_DIR (see StimulusFeatures)
 
     def _run_interface(self, runtime):
         inputs, plan = self.inputs, self.inputs.run_plan

@@ -61,7 +61,11 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     try:
         workflow.run(plugin=plugin, plugin_args=args)
     except RuntimeError as err:
-        crashes = sorted(set(crash_dir.glob('crash-*.txt')) - before)
+        nodes = [name.split('.')[-1] for name in workflow.list_node_names()]
+        crashes = sorted(
+            crash for crash in set(crash_dir.glob('crash-*.txt')) - before
+            if any(f'-{node}-' in crash.name for node in nodes)
+        )  # fmt: skip
         raise _failure(crashes, err) from None
 
 

@@ -103,7 +103,8 @@ def init_stimulus_wf(
             for plan in group:
                 sync = pe.Node(
                     SynchronizeRun(
-                        run_plan=plan.to_dict(), sha256_of=dict(sha256_of),
+                        run_plan=plan.to_dict(),
+                        sha256_of={p: sha256_of[p] for p in _paths(plan)},
                         cnn_spec=spec.to_dict(), max_units=config.cnn.max_units,
                         hrf=config.stimulus.hrf, sidecar=sidecar_settings(config, spec),
                         bids_dir=str(config.inputs.bids_dir),
