@@ -52,6 +52,13 @@ class Stimulus:
     """Where this came from (map row, option, events file), for messages and the plan."""
     movie: VideoInfo | None = field(default=None, compare=False)
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file shown: the movie, or each image and clip of the sequence."""
+        if self.kind == 'movie':
+            return (self.path,) if self.path is not None else ()
+        return tuple(item.path for item in self.items)
+
 
 @dataclass(frozen=True)
 class MapRow:

@@ -28,9 +28,7 @@ def stimulus_hashes(plans: Sequence[RunPlan]) -> dict[str, str]:
     """sha256 of every stimulus file the runs show, by path (each file read once)."""
     hashes: dict[str, str] = {}
     for plan in plans:
-        stim = plan.stimulus
-        paths = [stim.path] if stim.kind == 'movie' else [item.path for item in stim.items]
-        for path in paths:
+        for path in plan.stimulus.files:
             if str(path) not in hashes:
                 hashes[str(path)] = file_sha256(path)
     return hashes
@@ -118,8 +116,7 @@ def init_stimulus_wf(
 
 
 def _paths(plan: RunPlan) -> list[str]:
-    stim = plan.stimulus
-    return [str(stim.path)] if stim.kind == 'movie' else [str(i.path) for i in stim.items]
+    return [str(path) for path in plan.stimulus.files]
 
 
 def sidecar_settings(config: Config, spec: PreparedCNN) -> dict[str, Any]:
