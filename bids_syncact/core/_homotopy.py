@@ -42,6 +42,7 @@ _cache_where_writable()
 OK, POLISHED_BY_DESCENT, NOT_CONVERGED = 0, 1, 2
 
 _TINY = 1e-12
+_HUGE = 1e300
 
 
 @njit(cache=True, nogil=True)
@@ -70,17 +71,34 @@ def _cholesky_rebuild(chol: np.ndarray, m: int, G: np.ndarray, active: np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def _cholesky_solve(chol: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray) -> None:
-    for i in range(m):
+def _forward(chol: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray, start: int = 0) -> None:
+    """``out[:m] = L^-1 rhs[:m]``, rows ``start..m-1`` only (the rows above are already done)."""
+    for i in range(start, m):
         acc = rhs[i]
+        row = chol[i]
         for k in range(i):
-            acc -= chol[i, k] * out[k]
-        out[i] = acc / chol[i, i]
+            acc -= row[k] * out[k]
+        out[i] = acc / row[i]
+
+
+@njit(cache=True, nogil=True)
+def _backward(chol: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray) -> None:
+    """``out[:m] = L^-T rhs[:m]``, by rows of ``L`` (contiguous in memory)."""
+    for i in range(m):
+        out[i] = rhs[i]
     for i in range(m - 1, -1, -1):
-        acc = out[i]
-        for k in range(i + 1, m):
-            acc -= chol[k, i] * out[k]
-        out[i] = acc / chol[i, i]
+        row = chol[i]
+        out[i] /= row[i]
+        value = out[i]
+        for k in range(i):
+            out[k] -= row[k] * value
+
+
+@njit(cache=True, nogil=True)
+def _cholesky_solve(chol: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray) -> None:
+    tmp = np.empty(m)
+    _forward(chol, m, rhs, tmp)
+    _backward(chol, m, tmp, out)
 
 
 @njit(cache=True, nogil=True)
@@ -152,34 +170,42 @@ def homotopy(
     signs = np.empty(n_units)
     direction = np.empty(n_units)
     w = np.empty(n_units)
-    is_active = np.zeros(n_units, np.bool_)
-    blocked = np.zeros(n_units, np.bool_)
+    # L^-1 signs, grown one entry per unit that joins (signs of active units never change).
+    half = np.empty(n_units)
+    # 0 for units that may join; _HUGE for active units and degenerate ones (never again).
+    barrier = np.zeros(n_units)
+    steps = np.empty(n_units)
     j = np.argmax(np.abs(r))
     m = 0
+    barrier[j] = _HUGE
     if _cholesky_add(chol, 0, G, active, j):
-        active[0], signs[0], is_active[j], m = j, np.sign(r[j]), True, 1
-    else:
-        blocked[j] = True
+        active[0], signs[0], m = j, np.sign(r[j]), 1
+        _forward(chol, 1, signs, half)
     just_dropped = -1
     for _ in range(8 * n_units + 64):
         if m == 0:
             break
-        _cholesky_solve(chol, m, signs, direction)
+        _backward(chol, m, half, direction)
         w[:] = 0.0
         for i in range(m):
             row, scale = G[active[i]], direction[i]
             for k in range(n_units):
                 w[k] += scale * row[k]
         gamma, event, who = lam - alpha, 0, -1
+        # The step at which |r_k - step w_k| reaches lam - step, for every unit; branch-free so
+        # that it vectorises (mispredicted branches cost more than the divisions).
         for k in range(n_units):
-            if is_active[k] or blocked[k] or k == just_dropped:
-                continue
-            for side in (-1.0, 1.0):
-                den = 1.0 + side * w[k]
-                if den > _TINY:
-                    step = (lam + side * r[k]) / den
-                    if _TINY < step < gamma:
-                        gamma, event, who = step, 1, k
+            down, up = 1.0 - w[k], 1.0 + w[k]
+            s1 = (lam - r[k]) / (down if down > _TINY else 1.0)
+            s2 = (lam + r[k]) / (up if up > _TINY else 1.0)
+            s1 = s1 if (down > _TINY and s1 > _TINY) else _HUGE
+            s2 = s2 if (up > _TINY and s2 > _TINY) else _HUGE
+            steps[k] = min(s1, s2) + barrier[k]
+        if just_dropped >= 0:
+            steps[just_dropped] = _HUGE
+        for k in range(n_units):
+            if steps[k] < gamma:
+                gamma, event, who = steps[k], 1, k
         for i in range(m):
             if direction[i] != 0.0:
                 step = -a[active[i]] / direction[i]
@@ -200,20 +226,21 @@ def homotopy(
         just_dropped = -1
         if event == 0:
             break
+        barrier[who if event == 1 else active[who]] = _HUGE if event == 1 else 0.0
         if event == 1:
             if _cholesky_add(chol, m, G, active, who):
-                active[m], signs[m], is_active[who] = who, np.sign(r[who]), True
+                active[m], signs[m] = who, np.sign(r[who])
                 m += 1
-            else:
-                blocked[who] = True
+                _forward(chol, m, signs, half, m - 1)
         else:
             leaving = active[who]
-            a[leaving], is_active[leaving], just_dropped = 0.0, False, leaving
+            a[leaving], just_dropped = 0.0, leaving
             for i in range(who, m - 1):
                 active[i], signs[i] = active[i + 1], signs[i + 1]
             m -= 1
             if not _cholesky_rebuild(chol, m, G, active):
                 break
+            _forward(chol, m, signs, half)
     # Polish: the exact solution on the final signed support, kept if its signs agree.
     if m > 0:
         rhs = np.empty(m)
