@@ -53,13 +53,13 @@ def solve_into(
         failed = np.flatnonzero(~ok.cpu().numpy())
         if failed.size:
             status = np.zeros(failed.size, np.int8)
-            cpu_out = np.zeros((failed.size, out_np.shape[1]))
-            cpu_path = np.zeros((grid.size, failed.size, out_np.shape[1]))
+            cpu_out = np.zeros((out_np.shape[1], failed.size))
+            cpu_path = np.zeros((grid.size, out_np.shape[1], failed.size))
             _homotopy.solve_block(
                 gram_np, corr[failed].cpu().numpy(), alpha, grid, tol, max_iter, cpu_out,
                 cpu_path, status,
             )  # fmt: skip
-            out_np[failed], path_np[:, failed] = cpu_out, cpu_path
+            out_np[failed], path_np[:, failed] = cpu_out.T, cpu_path.transpose(0, 2, 1)
             n_descent += int(np.count_nonzero(status == _homotopy.POLISHED_BY_DESCENT))
             n_bad += int(np.count_nonzero(status == _homotopy.NOT_CONVERGED))
         codes[:, start:stop] = out_np.T

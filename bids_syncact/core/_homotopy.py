@@ -262,12 +262,13 @@ def homotopy(
 @njit(cache=True, nogil=True)
 def solve_block(
     G: np.ndarray, C: np.ndarray, alpha: float, grid: np.ndarray, tol: float, max_iter: int,
-    out: np.ndarray, path: np.ndarray, status: np.ndarray,
+    codes: np.ndarray, path: np.ndarray, status: np.ndarray,
 ) -> None:  # fmt: skip
     """Solve every voxel of a block (rows of ``C``, ``(n_voxels, K)``), writing into the outputs.
 
-    ``out`` ``(n_voxels, K)`` gets the solutions, ``path`` ``(n_grid, n_voxels, K)`` the path at
-    the ``grid`` values above ``alpha``, ``status`` ``(n_voxels,)`` one status code per voxel.
+    ``codes`` ``(K, n_voxels)`` (zeros on entry, any dtype and strides) gets the solutions,
+    ``path`` ``(n_grid, K, n_voxels)`` (zeros on entry) the path at the ``grid`` values above
+    ``alpha``, ``status`` ``(n_voxels,)`` one status code per voxel. Only non-zeros are written.
     Releases the GIL: blocks run in parallel threads.
     """
     n_units = C.shape[1]
@@ -276,6 +277,10 @@ def solve_block(
     voxel_path = np.zeros((grid.shape[0], n_units))
     for v in range(C.shape[0]):
         status[v] = homotopy(G, C[v], alpha, grid, voxel_path, tol, max_iter, chol, a)
-        out[v] = a
+        for k in range(n_units):
+            if a[k] != 0.0:
+                codes[k, v] = a[k]
         for g in range(grid.shape[0]):
-            path[g, v] = voxel_path[g]
+            for k in range(n_units):
+                if voxel_path[g, k] != 0.0:
+                    path[g, k, v] = voxel_path[g, k]

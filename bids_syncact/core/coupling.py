@@ -21,15 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bids_syncact.core import _homotopy
 
-#: Voxels per chunk: bounds the float64 correlations ``(chunk, K)`` held at once.
-DEFAULT_CHUNK = 8192
+#: Voxels per block: one thread reads them from ``S`` and solves them whole.
+DEFAULT_CHUNK = 256
 DEFAULT_TOL = 1e-6
 DEFAULT_MAX_ITER = 10_000
-#: Voxels solved by one thread at a time.
-BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -178,31 +177,24 @@ def _solve_cpu(
 ) -> tuple[int, int]:
     D64 = D.astype(np.float64)
     gram = D64.T @ D64
-    n_descent = n_bad = 0
-    with ThreadPoolExecutor(n_threads) as pool:
-        for start in range(0, S.shape[1], chunk):
-            stop = min(start + chunk, S.shape[1])
-            corr = np.asarray(S[:, start:stop], dtype=np.float64).T @ D64
-            out = np.zeros_like(corr)
-            voxel_path = np.zeros((grid.size, *corr.shape))
-            status = np.zeros(corr.shape[0], np.int8)
-            # Fixed blocks, each solved whole by one thread: the same bits for any thread count.
-            jobs = []
-            for b in range(0, corr.shape[0], BLOCK):
-                part = slice(b, b + BLOCK)
-                args = (out[part], voxel_path[:, part], status[part])
-                jobs.append(
-                    pool.submit(
-                        _homotopy.solve_block, gram, corr[part], alpha, grid, tol, max_iter, *args
-                    )
-                )
-            for job in jobs:
-                job.result()
-            codes[:, start:stop] = out.T
-            path[:, :, start:stop] = voxel_path.transpose(0, 2, 1)
-            n_descent += int(np.count_nonzero(status == _homotopy.POLISHED_BY_DESCENT))
-            n_bad += int(np.count_nonzero(status == _homotopy.NOT_CONVERGED))
-    return n_descent, n_bad
+    status = np.zeros(S.shape[1], np.int8)
+
+    def job(cols: slice) -> None:
+        # D's products with this block of voxels (the only step that touches T) in float64,
+        # like everything after it: float32 products would move the codes of an ill-conditioned
+        # D by more than 1e-5. Each thread does its own, so BLAS never competes with the solver.
+        corr = np.asarray(S[:, cols], dtype=np.float64).T @ D64
+        _homotopy.solve_block(
+            gram, corr, alpha, grid, tol, max_iter, codes[:, cols], path[:, :, cols], status[cols]
+        )
+
+    # Fixed blocks, each solved whole by one thread: the same bits for any thread count.
+    blocks = [slice(b, min(b + chunk, S.shape[1])) for b in range(0, S.shape[1], chunk)]
+    with threadpool_limits(1, user_api='blas'), ThreadPoolExecutor(n_threads) as pool:
+        for done in pool.map(job, blocks):
+            del done
+    n_descent = int(np.count_nonzero(status == _homotopy.POLISHED_BY_DESCENT))
+    return n_descent, int(np.count_nonzero(status == _homotopy.NOT_CONVERGED))
 
 
 def default_threads() -> int:
