@@ -32,13 +32,13 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collects nothing: make fails then too.
 test: lint
-	$(BIN)/pytest -m 'not integration'
+	$(BIN)/pytest -m 'not integration and not slow'
 
 $(NPM_PREFIX)/node_modules/.bin/bids-validator:
 	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --loglevel=error $(BIDS_VALIDATOR_NPM)
 
 test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator
-	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m integration
+	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m 'integration or slow'
 
 # boutiques.json is made from the argument parser; a test fails when it is stale.
 boutiques: $(STAMP)

@@ -174,3 +174,17 @@ def test_variance_inflation(rng):
     assert vif[0] > 20
     D[:, 2] = D[:, 0]
     assert coupling.variance_inflation(D)[0] > 1e10
+
+
+def test_compiled_code_is_cached_in_tmpdir_when_the_package_is_read_only(monkeypatch, tmp_path):
+    from bids_syncact.core import _homotopy
+
+    monkeypatch.setattr(_homotopy.numba_config, 'CACHE_DIR', '')
+    monkeypatch.setattr(_homotopy.os, 'access', lambda path, mode: False)
+    monkeypatch.setattr(_homotopy.tempfile, 'gettempdir', lambda: str(tmp_path))
+    _homotopy._cache_where_writable()
+    assert _homotopy.numba_config.CACHE_DIR.startswith(str(tmp_path / 'bids-syncact-numba-'))
+    # A cache directory chosen by the user (NUMBA_CACHE_DIR) is left alone.
+    monkeypatch.setattr(_homotopy.numba_config, 'CACHE_DIR', '/somewhere')
+    _homotopy._cache_where_writable()
+    assert _homotopy.numba_config.CACHE_DIR == '/somewhere'
