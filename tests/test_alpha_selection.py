@@ -88,3 +88,8 @@ def test_choice_is_deterministic_and_records_its_curve(planted):
     assert record['n_voxels'] == 100
     assert record['gap_s'] == 60.0
     assert len(record['r2_per_fold']) == record['n_folds'] == 5
+
+
+def test_too_few_samples_for_the_blocks_are_refused():
+    with pytest.raises(InputDataError, match='at least 10 retained volumes'):
+        selection.blocked_folds(np.arange(8.0), np.zeros(8), n_folds=5, gap_s=0.0)

@@ -188,3 +188,47 @@ def test_compiled_code_is_cached_in_tmpdir_when_the_package_is_read_only(monkeyp
     monkeypatch.setattr(_homotopy.numba_config, 'CACHE_DIR', '/somewhere')
     _homotopy._cache_where_writable()
     assert _homotopy.numba_config.CACHE_DIR == '/somewhere'
+
+
+def _tied():
+    D = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=np.float32)
+    S = np.array([[0.7], [0.7], [0.0], [0.0]], dtype=np.float32)
+    return D, S
+
+
+def test_an_all_zero_unit_gets_zero_codes():
+    # Cleaning leaves dead or confound-explained units at zero: they must not break the solve.
+    D, S = _tied()
+    np.testing.assert_allclose(coupling.sparse_code(D, S, 0.1)[:, 0], [0.6, 0.6, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize('engine', ['compiled', 'batched'])
+def test_tied_units_join_together_on_the_path(engine):
+    # Orthonormal units: the path is soft-thresholding, both units tied all along it.
+    D, S = _tied()
+    D, grid = D[:, :2], np.array([0.5, 0.3])
+    if engine == 'compiled':
+        solution = coupling.solve(D, S, 0.1, grid=grid)
+        codes, path = solution.codes, solution.path
+        assert solution.n_descent == 0
+    else:
+        codes, path = np.zeros((2, 1), np.float32), np.zeros((2, 2, 1), np.float32)
+        _batched.solve_into(D, S, 0.1, grid, codes, path, device='cpu', tol=1e-6, max_iter=100)
+    np.testing.assert_allclose(path[:, :, 0], [[0.2, 0.2], [0.4, 0.4]], atol=1e-6)
+    np.testing.assert_allclose(codes[:, 0], [0.6, 0.6], atol=1e-6)
+
+
+def test_the_scale_of_the_signals_does_not_matter(rng):
+    D = smooth_dictionary(rng, 120, 12, cond=1e4)
+    S, _ = signals_for(rng, D, 20)
+    small = coupling.solve(D, S * 1e-9, ALPHA * 1e-9)
+    assert small.n_descent == 0
+    np.testing.assert_allclose(small.codes * 1e9, coupling.sparse_code(D, S, ALPHA), atol=1e-5)
+
+
+def test_non_finite_signals_are_refused(rng):
+    D = smooth_dictionary(rng, 50, 4)
+    S, _ = signals_for(rng, D, 3)
+    S[5, 1] = np.nan
+    with pytest.raises(ValueError, match='NaN'):
+        coupling.sparse_code(D, S, ALPHA)

@@ -114,9 +114,11 @@ def test_unit_norm_per_column_per_run(rng):
     both = concatenate_runs(runs)
     assert both.shape == (first.n_kept + second.n_kept, 4)
     assert both.dtype == np.float32
+    # Each run centred with equal weight; the stacked columns back at unit norm.
     for block in (both[: first.n_kept], both[first.n_kept :]):
         np.testing.assert_allclose(block.mean(axis=0), 0, atol=1e-6)
-        np.testing.assert_allclose(np.linalg.norm(block, axis=0), [1, 1, 1, 0], atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(block, axis=0), [0.5**0.5] * 3 + [0], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=0), [1, 1, 1, 0], atol=1e-5)
 
 
 def test_unit_norm_leaves_zero_and_constant_columns_zero_without_nan():

@@ -123,12 +123,14 @@ def homotopy(
         w = direction @ gram
         inactive = ~active & (torch.arange(n_units, device=corr.device) != just_dropped[:, None])
         lam_ = lam[:, None]
-        steps = torch.stack(((lam_ - r) / (1.0 - w), (lam_ + r) / (1.0 + w)))
+        tie = (_TINY * lam)[:, None]  # as on the CPU: ties join now, with a step of 0
+        nums = torch.stack((lam_ - r, lam_ + r))
         dens = torch.stack((1.0 - w, 1.0 + w))
-        steps = torch.where((dens > _TINY) & (steps > _TINY) & inactive, steps, torch.inf)
+        steps = (nums / torch.where(dens > _TINY, dens, 1.0)).clamp(min=0.0)
+        steps = torch.where((dens > _TINY) & (nums > -tie) & inactive, steps, torch.inf)
         join_step, join_who = steps.min(dim=0).values.min(dim=1)
         drops = torch.where(active & (direction != 0), -a / direction, torch.inf)
-        drops = torch.where(drops > _TINY, drops, torch.inf)
+        drops = torch.where(drops > tie, drops, torch.inf)
         drop_step, drop_who = drops.min(dim=1)
         end_step = lam - alpha
         gamma = torch.minimum(torch.minimum(join_step, drop_step), end_step)
@@ -140,8 +142,9 @@ def homotopy(
         r = r - gamma[:, None] * w
         lam = lam - gamma
         r = torch.where(active, lam[:, None] * signs, r)
-        joins = running & (join_step < drop_step) & (join_step < end_step)
-        leaves = running & (drop_step <= join_step) & (drop_step < end_step)
+        # Ties between events broken as on the CPU: a drop only when strictly first.
+        leaves = running & (drop_step < torch.minimum(join_step, end_step))
+        joins = running & ~leaves & (join_step < end_step)
         running &= ~((end_step <= join_step) & (end_step <= drop_step))
         active[rows[joins], join_who[joins]] = True
         signs[rows[joins], join_who[joins]] = torch.sign(r[rows[joins], join_who[joins]])

@@ -130,9 +130,16 @@ def _descent(
     G: np.ndarray, c: np.ndarray, a: np.ndarray, r: np.ndarray, alpha: float, tol: float,
     max_iter: int,
 ) -> bool:  # fmt: skip
-    """Coordinate descent from ``a`` (with ``r = c - G a``) until the KKT conditions hold."""
+    """Coordinate descent from ``a`` (with ``r = c - G a``) until the KKT conditions hold.
+
+    Stops early, unconverged, when a sweep no longer lowers the objective (a tolerance that
+    rounding cannot meet on a near-singular ``G``); every sweep lowers it or leaves it.
+    """
+    previous = np.inf
     for _ in range(max_iter):
         for j in range(a.shape[0]):
+            if G[j, j] <= 0.0:  # an all-zero unit: its code stays 0
+                continue
             z = r[j] + G[j, j] * a[j]
             new = (np.sign(z) * max(abs(z) - alpha, 0.0)) / G[j, j]
             delta = new - a[j]
@@ -143,6 +150,11 @@ def _descent(
                 a[j] = new
         if _kkt_violation(r, a, alpha) <= tol:
             return True
+        # 1/2 a'Ga - c'a + alpha |a|_1, with G a = c - r.
+        value = -0.5 * np.dot(a, c + r) + alpha * np.sum(np.abs(a))
+        if previous - value <= 1e-15 * abs(value):
+            return False
+        previous = value
     return False
 
 
@@ -192,14 +204,16 @@ def homotopy(
             for k in range(n_units):
                 w[k] += scale * row[k]
         gamma, event, who = lam - alpha, 0, -1
+        tie = _TINY * lam  # steps and correlations are on the scale of lam
         # The step at which |r_k - step w_k| reaches lam - step, for every unit; branch-free so
         # that it vectorises (mispredicted branches cost more than the divisions).
         for k in range(n_units):
             down, up = 1.0 - w[k], 1.0 + w[k]
-            s1 = (lam - r[k]) / (down if down > _TINY else 1.0)
-            s2 = (lam + r[k]) / (up if up > _TINY else 1.0)
-            s1 = s1 if (down > _TINY and s1 > _TINY) else _HUGE
-            s2 = s2 if (up > _TINY and s2 > _TINY) else _HUGE
+            # A unit tied with the active ones (|r_k| = lam) joins now, with a step of 0.
+            s1 = max((lam - r[k]) / (down if down > _TINY else 1.0), 0.0)
+            s2 = max((lam + r[k]) / (up if up > _TINY else 1.0), 0.0)
+            s1 = s1 if (down > _TINY and lam - r[k] > -tie) else _HUGE
+            s2 = s2 if (up > _TINY and lam + r[k] > -tie) else _HUGE
             steps[k] = min(s1, s2) + barrier[k]
         if just_dropped >= 0:
             steps[just_dropped] = _HUGE
@@ -209,7 +223,7 @@ def homotopy(
         for i in range(m):
             if direction[i] != 0.0:
                 step = -a[active[i]] / direction[i]
-                if _TINY < step < gamma:
+                if tie < step < gamma:
                     gamma, event, who = step, 2, i
         while g < grid.shape[0] and grid[g] > alpha and grid[g] > lam - gamma:
             path[g] = a
@@ -254,9 +268,15 @@ def homotopy(
             for i in range(m):
                 a[active[i]] = direction[i]
     _residual_correlation(G, c, a, r)
-    if _kkt_violation(r, a, alpha) <= tol:
-        return OK
-    return POLISHED_BY_DESCENT if _descent(G, c, a, r, alpha, tol, max_iter) else NOT_CONVERGED
+    status = OK
+    if _kkt_violation(r, a, alpha) > tol:
+        converged = _descent(G, c, a, r, alpha, tol, max_iter)
+        status = POLISHED_BY_DESCENT if converged else NOT_CONVERGED
+    # Rows a degenerate path never reached (iteration cap, failed factorisation): the end point.
+    while g < grid.shape[0] and grid[g] > alpha:
+        path[g] = a
+        g += 1
+    return status
 
 
 @njit(cache=True, nogil=True)

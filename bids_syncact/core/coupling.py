@@ -184,6 +184,10 @@ def _solve_cpu(
         # like everything after it: float32 products would move the codes of an ill-conditioned
         # D by more than 1e-5. Each thread does its own, so BLAS never competes with the solver.
         corr = np.asarray(S[:, cols], dtype=np.float64).T @ D64
+        if not np.isfinite(corr).all():
+            raise ValueError(
+                f'S holds NaN or infinite values (voxels {cols.start}-{cols.stop - 1})'
+            )
         _homotopy.solve_block(
             gram, corr, alpha, grid, tol, max_iter, codes[:, cols], path[:, :, cols], status[cols]
         )

@@ -283,12 +283,16 @@ def _column_norms(x: np.ndarray) -> np.ndarray:
 
 
 def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
-    """Return the runs' cleaned arrays stacked in time.
+    """Return the runs' cleaned arrays stacked in time, each column at unit L2 norm again.
+
+    Every run enters with unit-norm columns, so each weighs the same; the stacked column is
+    scaled back to unit norm (by ``1/sqrt(n_runs)`` when no run is all-zero in it), which keeps
+    ``alpha`` independent of the number of runs (DESIGN.md 2.4). All-zero columns stay zero.
 
     Parameters
     ----------
     runs : sequence of ndarray of shape (n_kept_r, n_cols)
-        One cleaned array per run, in run order, with the same columns.
+        One cleaned array per run (see :func:`clean`), in run order, with the same columns.
 
     Returns
     -------
@@ -296,12 +300,17 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
 
     Examples
     --------
-    >>> concatenate_runs([np.zeros((3, 2)), np.ones((4, 2))]).shape
-    (7, 2)
+    >>> run = unit_norm(np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]))
+    >>> both = concatenate_runs([run, run])
+    >>> both.shape, np.round(np.linalg.norm(both, axis=0), 6).tolist()
+    ((6, 2), [1.0, 0.0])
     """
     if not runs:
         raise ValueError('no runs to concatenate')
     widths = {np.shape(run)[1] for run in runs}
     if len(widths) != 1:
         raise ValueError(f'runs have different numbers of columns: {sorted(widths)}')
-    return np.vstack(runs).astype(np.float32, copy=False)
+    stacked = np.vstack(runs).astype(np.float64)
+    norm = _column_norms(stacked)
+    stacked *= np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    return stacked.astype(np.float32)

@@ -73,6 +73,11 @@ def blocked_folds(
     """
     times_s, runs = np.asarray(times_s, float), np.asarray(runs)
     n_samples = times_s.size
+    if n_samples < 2 * n_folds:
+        raise InputDataError(
+            f'--alpha auto needs at least {2 * n_folds} retained volumes for {n_folds} blocks, '
+            f'not {n_samples}; give --alpha FLOAT (e.g. 0.02)'
+        )
     bounds = np.linspace(0, n_samples, n_folds + 1).round().astype(int)
     folds = []
     for lo, hi in itertools.pairwise(bounds):
@@ -154,10 +159,18 @@ def choose_alpha(
         codes = np.concatenate([solution.path, solution.codes[None]], axis=0)
         held = signals[test]
         total = np.sum((held - held.mean(axis=0)) ** 2)
+        if total <= 0:
+            scores[f] = np.nan  # a held-out block without signal scores nothing
+            continue
         for g in range(grid_arr.size):
             coef = codes[g].astype(np.float64) / d_norm[:, None] * s_norm[None, :]
             scores[f, g] = 1.0 - np.sum((held - dictionary[test] @ coef) ** 2) / total
-    mean = scores.mean(axis=0)
+    if np.isnan(scores).all():
+        raise InputDataError(
+            '--alpha auto: no held-out block has any signal in the voxels scored; give --alpha '
+            'FLOAT (e.g. 0.02), and check the brain mask'
+        )
+    mean = np.nanmean(scores, axis=0)
     best = int(np.flatnonzero(mean == mean.max())[0])  # decreasing grid: the largest alpha
     return AlphaChoice(
         alpha=float(grid_arr[best]),
