@@ -195,8 +195,7 @@ def _solve_cpu(
     # Fixed blocks, each solved whole by one thread: the same bits for any thread count.
     blocks = [slice(b, min(b + chunk, S.shape[1])) for b in range(0, S.shape[1], chunk)]
     with threadpool_limits(1, user_api='blas'), ThreadPoolExecutor(n_threads) as pool:
-        for done in pool.map(job, blocks):
-            del done
+        list(pool.map(job, blocks))  # re-raises a block's error here
     n_descent = int(np.count_nonzero(status == _homotopy.POLISHED_BY_DESCENT))
     return n_descent, int(np.count_nonzero(status == _homotopy.NOT_CONVERGED))
 
