@@ -9,10 +9,12 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
+from bids import BIDSLayout
 from skimage import data as skdata
 from skimage import io as skio
 
 from bids_syncact.bids.cache import read_features
+from bids_syncact.bids.derivatives import PYBIDS_CONFIG
 from bids_syncact.core.sync import Segment, synchronize_segments
 from bids_syncact.core.timing import acquisition_times
 
@@ -56,6 +58,22 @@ def test_every_run_gets_synchronized_activations_from_one_extraction(cli, datase
         assert sidecar['Sources'][0].startswith('bids:fmriprep:sub-')
         units.add((sidecar['Layer'], tuple(sidecar['UnitIndices'])))
     assert len(units) == 2  # the same units in every run and subject, per layer
+    # pybids with the shipped config finds every output by its entities.
+    layout = BIDSLayout(out, validate=False, config=['bids', 'derivatives', str(PYBIDS_CONFIG)])
+    for path in files:
+        sidecar = json.loads(path.with_suffix('.json').read_text())
+        entities = dict(part.split('-', 1) for part in path.name.split('_')[:-1])
+        found = layout.get(
+            subject=entities['sub'], task=entities['task'], run=int(entities['run']),
+            cnn='alexnet', layer=sidecar['Layer'].replace('.', ''), desc='sync',
+            suffix='timeseries', extension='.tsv', return_type='filename',
+        )  # fmt: skip
+        assert found == [str(path)]
+        assert layout.get_file(path).get_metadata()['UnitIndices'] == sidecar['UnitIndices']
+    cached = layout.get(desc='activations', suffix='timeseries', extension='.tsv')
+    assert sorted(f.filename for f in cached) == sorted(_features(out))
+    assert {f.entities['layer'] for f in cached} == {'features1', 'features4'}
+    assert all(len(f.entities['stim']) == len(f.entities['hash']) == 8 for f in cached)
     description = json.loads((out / 'dataset_description.json').read_text())
     assert description['DatasetType'] == 'derivative'
     assert description['GeneratedBy'][0]['Name'] == 'bids-syncact'
