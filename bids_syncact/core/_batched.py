@@ -17,7 +17,6 @@ import torch
 
 from bids_syncact.core import _homotopy
 
-_TINY = 1e-12
 CHUNK = 16_384
 
 
@@ -123,11 +122,11 @@ def homotopy(
         w = direction @ gram
         inactive = ~active & (torch.arange(n_units, device=corr.device) != just_dropped[:, None])
         lam_ = lam[:, None]
-        tie = (_TINY * lam)[:, None]  # as on the CPU: ties join now, with a step of 0
+        tie = (_homotopy.TINY * lam)[:, None]  # as on the CPU: ties join now, with a step of 0
         nums = torch.stack((lam_ - r, lam_ + r))
         dens = torch.stack((1.0 - w, 1.0 + w))
-        steps = (nums / torch.where(dens > _TINY, dens, 1.0)).clamp(min=0.0)
-        steps = torch.where((dens > _TINY) & (nums > -tie) & inactive, steps, torch.inf)
+        steps = (nums / torch.where(dens > _homotopy.TINY, dens, 1.0)).clamp(min=0.0)
+        steps = torch.where((dens > _homotopy.TINY) & (nums > -tie) & inactive, steps, torch.inf)
         join_step, join_who = steps.min(dim=0).values.min(dim=1)
         drops = torch.where(active & (direction != 0), -a / direction, torch.inf)
         drops = torch.where(drops > tie, drops, torch.inf)

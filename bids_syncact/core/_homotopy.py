@@ -41,7 +41,8 @@ _cache_where_writable()
 #: Status codes per voxel.
 OK, POLISHED_BY_DESCENT, NOT_CONVERGED = 0, 1, 2
 
-_TINY = 1e-12
+#: Relative and absolute floors of the path (steps, denominators); the CUDA engine uses the same.
+TINY = 1e-12
 _HUGE = 1e300
 
 
@@ -56,7 +57,7 @@ def _cholesky_add(chol: np.ndarray, m: int, G: np.ndarray, active: np.ndarray, j
     diag = G[j, j]
     for k in range(m):
         diag -= chol[m, k] * chol[m, k]
-    if diag <= _TINY * G[j, j]:
+    if diag <= TINY * G[j, j]:
         return False
     chol[m, m] = np.sqrt(diag)
     return True
@@ -204,16 +205,16 @@ def homotopy(
             for k in range(n_units):
                 w[k] += scale * row[k]
         gamma, event, who = lam - alpha, 0, -1
-        tie = _TINY * lam  # steps and correlations are on the scale of lam
+        tie = TINY * lam  # steps and correlations are on the scale of lam
         # The step at which |r_k - step w_k| reaches lam - step, for every unit; branch-free so
         # that it vectorises (mispredicted branches cost more than the divisions).
         for k in range(n_units):
             down, up = 1.0 - w[k], 1.0 + w[k]
             # A unit tied with the active ones (|r_k| = lam) joins now, with a step of 0.
-            s1 = max((lam - r[k]) / (down if down > _TINY else 1.0), 0.0)
-            s2 = max((lam + r[k]) / (up if up > _TINY else 1.0), 0.0)
-            s1 = s1 if (down > _TINY and lam - r[k] > -tie) else _HUGE
-            s2 = s2 if (up > _TINY and lam + r[k] > -tie) else _HUGE
+            s1 = max((lam - r[k]) / (down if down > TINY else 1.0), 0.0)
+            s2 = max((lam + r[k]) / (up if up > TINY else 1.0), 0.0)
+            s1 = s1 if (down > TINY and lam - r[k] > -tie) else _HUGE
+            s2 = s2 if (up > TINY and lam + r[k] > -tie) else _HUGE
             steps[k] = min(s1, s2) + barrier[k]
         if just_dropped >= 0:
             steps[just_dropped] = _HUGE
