@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bids_syncact._demo import movie as demo_movie
+from bids_syncact._demo import recovery as demo_recovery
 from bids_syncact._demo import truth as demo_truth
 from bids_syncact._demo.signals import cosine_basis, synthesize_bold
 from bids_syncact.bids.cache import file_sha256
@@ -357,43 +358,108 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f'Using the cached demo dataset in {root} (--rebuild to rebuild)', flush=True)
 
-    from bids_syncact.cli.parser import FEATURES, STAGES
     from bids_syncact.cli.run import main as run_app
 
     out = root / 'derivatives' / 'syncact'
     work = root.parent / f'{root.name}-work'
     command = [str(root), str(out), 'participant', '-w', str(work)]
     truth = json.loads((root / 'sourcedata' / 'groundtruth' / 'truth.json').read_text())
-    if STAGES[FEATURES]:  # the demo's saved weights, once the app can use them
-        weights = root / 'sourcedata' / 'groundtruth' / truth['Weights']
-        command += ['--weights', f'alexnet={weights}']
+    weights = root / 'sourcedata' / 'groundtruth' / truth['Weights']
+    command += ['--weights', f'alexnet={weights}']
     print('Running: bids-syncact ' + ' '.join(command), flush=True)
     code = run_app(command)
     if code == 0:
-        print(_sync_check(out, root / 'sourcedata' / 'groundtruth', truth, spec.n_dummies))
+        print(recovery_report(out, root, truth, spec))
         print(f'Demo finished.\n  dataset:      {root}\n  ground truth: '
               f'{root / "sourcedata" / "groundtruth"}\n  plan:         {work / "plan.json"}\n'
-              f'  outputs:      {out} (synchronized activations; coupling comes next)')  # fmt: skip
+              f'  outputs:      {out}')  # fmt: skip
     return code
 
 
-def _sync_check(out: Path, truth_dir: Path, truth: dict, n_dummies: int) -> str:
-    """Correlate the app's synchronized planted units with the demo's own regressors."""
-    planted = pd.read_csv(truth_dir / 'desc-planted_regressors.tsv', sep='\t').iloc[n_dummies:]
-    layer = ''.join(ch for ch in truth['Layer'] if ch.isalnum())
-    lowest = []
-    for path in sorted(out.glob(f'sub-*/func/*_layer-{layer}_desc-sync_timeseries.tsv')):
-        synced = pd.read_csv(path, sep='\t').iloc[n_dummies:]
-        lowest.append(min(
-            np.corrcoef(synced[f'unit{u:04d}'], planted[f'unit{u:03d}'])[0, 1]
-            for u in truth['Units'] if f'unit{u:04d}' in synced
-        ))  # fmt: skip
-    if not lowest:
-        return 'Synchronized activations of the planted layer: none written'
-    return (
-        f"Synchronized planted units vs the demo's own regressors ({len(lowest)} runs): "
-        f'lowest r = {min(lowest):.4f}'
+def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
+    """Score the planted units' ``stat-coef`` maps against the planted maps, and two baselines.
+
+    The baselines run on the same cleaned data as the app (its own cleaning functions, its own
+    synchronized activations): each unit's correlation map alone, and OLS on all units of the
+    layer. Numbers are means over subjects (:mod:`bids_syncact._demo.recovery`).
+    """
+    results = {name: [] for name in METHODS}
+    for sub in spec.subjects:
+        maps, planted, rows = _subject_maps(out, root, truth, sub, spec.task)
+        for name, estimate in maps.items():
+            results[name].append(demo_recovery.recovery(estimate, planted, rows))
+    units, networks = truth['Units'], truth['Networks']
+    head = f'{"unit":>6} {"network":<18}' + ''.join(f'| {n:^26}' for n in METHODS)
+    lines = [
+        (f'Recovery of the planted units ({truth["CNN"]} {truth["Layer"]}), mean over '
+         f'{len(spec.subjects)} subjects: spatial r, detection AUC, leakage'),
+        head, f'{"":25}' + '|    r     AUC    leakage   ' * len(METHODS),
+    ]  # fmt: skip
+    means = {}
+    for name in METHODS:
+        per_unit = np.array([[(x.r, x.auc, x.leakage) for x in sub] for sub in results[name]])
+        means[name] = per_unit.mean(axis=0)  # (n_units, 3)
+    for j, unit in enumerate(units):
+        cells = ''.join('| {:6.3f} {:6.3f} {:8.4f}   '.format(*means[n][j]) for n in METHODS)
+        lines.append(f'{unit:>6} {networks[str(unit)]:<18}' + cells)
+    lines.append(f'{"mean":>6} {"":<18}' + ''.join(
+        '| {:6.3f} {:6.3f} {:8.4f}   '.format(*means[n].mean(axis=0)) for n in METHODS))  # fmt: skip
+    r, leak = means[METHODS[0]][:, 0].mean(), means[METHODS[0]][:, 2].mean()
+    better = all(leak < means[n][:, 2].mean() for n in METHODS[1:])
+    met = r >= TARGET_R and leak <= TARGET_LEAKAGE and better
+    lines.append(
+        f'Target: mean r >= {TARGET_R}, mean leakage <= {TARGET_LEAKAGE} and below both '
+        f'baselines: {"met" if met else "NOT met"} (r {r:.3f}, leakage {leak:.4f})'
     )
+    return '\n'.join(lines)
+
+
+METHODS = ('FBN (stat-coef)', 'univariate correlation', 'OLS, all units')
+TARGET_R, TARGET_LEAKAGE = 0.85, 0.05
+
+
+def _subject_maps(out: Path, root: Path, truth: dict, sub: str, task: str):
+    """Return the subject's planted-layer maps by method, the planted maps, and the planted rows."""
+    import tempfile
+
+    from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
+    from bids_syncact.bids.runs import clean_bold, stack_runs
+    from bids_syncact.core.fbn import clean_dictionary
+
+    layer = ''.join(ch for ch in truth['Layer'] if ch.isalnum())
+    func = out / f'sub-{sub}' / 'func'
+    coef_path = func / (f'sub-{sub}_task-{task}_space-{SPACE}_cnn-{truth["CNN"]}_layer-{layer}'
+                        '_stat-coef_boldmap.nii.gz')  # fmt: skip
+    meta = json.loads(coef_path.with_name(coef_path.name[:-7] + '.json').read_text())
+    fmriprep = root / 'derivatives' / 'fmriprep' / f'sub-{sub}' / 'func'
+    tables, specs, cleaned = [], [], []
+    mask = intersect_run_masks(sorted(fmriprep.glob(f'*task-{task}_*_desc-brain_mask.nii.gz')))
+    inside = np.asarray(mask.dataobj) > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in meta['Runs']:
+            sync = func / f'{run}_cnn-{truth["CNN"]}_layer-{layer}_desc-sync_timeseries.tsv'
+            sync_meta = json.loads(sync.with_suffix('.json').read_text())
+            bold = next(fmriprep.glob(f'{run}_space-{SPACE}*_desc-preproc_bold.nii.gz'))
+            table = pd.read_csv(sync, sep='\t').drop(columns='acquisition_time').to_numpy()
+            spec = clean_spec_for_run(
+                bold, strategy=meta['ConfoundsStrategy'], t_r=sync_meta['RepetitionTime'],
+                n_vols=len(table), drop_volumes=tuple(sync_meta['NonSteadyStateVolumes']),
+                high_pass=meta['HighPass'],
+            )  # fmt: skip
+            tables.append(table)
+            specs.append(spec)
+            cleaned.append(clean_bold(bold, mask, spec, Path(tmp) / f'{run}.npy'))
+        S = np.array(stack_runs([Path(tmp) / f'{run}.npy' for run in meta['Runs']],
+                                Path(tmp) / 'stacked.npy'))  # fmt: skip
+        del cleaned
+    D = clean_dictionary(tables, specs)
+    coef = np.asarray(nb.load(coef_path).dataobj, dtype=np.float64)[inside].T
+    planted_img = root / 'sourcedata' / 'groundtruth' / f'space-{SPACE}_desc-planted_maps.nii.gz'
+    planted = np.asarray(nb.load(planted_img).dataobj, dtype=np.float64)[inside].T
+    rows = [meta['UnitIndices'].index(u) for u in truth['Units']]
+    maps = dict(zip(METHODS, (coef, demo_recovery.univariate_maps(D, S),
+                              demo_recovery.ols_maps(D, S)), strict=True))  # fmt: skip
+    return maps, planted, rows
 
 
 if __name__ == '__main__':  # pragma: no cover

@@ -33,17 +33,7 @@ CONTRACT_OPTIONS = [
 #: A valid value for each option whose stage is not built yet.
 UNBUILT_EXAMPLES = {
     'cnn_accuracy': ['--cnn-accuracy', 'mynet=71.2'],
-    'confounds_strategy': ['--confounds-strategy', 'compcor'],
-    'high_pass': ['--high-pass', '0.01'],
-    'smoothing_fwhm': ['--smoothing-fwhm', '6'],
-    'alpha': ['--alpha', '0.05'],
-    'n_nulls': ['--n-nulls', '100'],
     'reference_networks': ['--reference-networks', 'seitzman2018'],
-    'nprocs': ['--nprocs', '2'],
-    'omp_nthreads': ['--omp-nthreads', '1'],
-    'mem_gb': ['--mem-gb', '8'],
-    'nipype_plugin_file': ['--nipype-plugin-file', 'plugin.yml'],
-    'stop_on_first_crash': ['--stop-on-first-crash'],
     'reports_only': ['--reports-only'],
 }
 

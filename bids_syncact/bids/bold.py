@@ -185,7 +185,10 @@ def intersect_run_masks(mask_paths: Sequence[Path]) -> nib.Nifti1Image:
             f'the brain masks of {len(images)} runs ({Path(mask_paths[0]).name}, ...) share no '
             'voxel; check that all runs were preprocessed in the same space'
         )
-    return nib.Nifti1Image(data.astype(np.uint8), images[0].affine)
+    header = images[0].header.copy()  # keeps the space's sform/qform codes
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(None, None)
+    return nib.Nifti1Image(data.astype(np.uint8), images[0].affine, header)
 
 
 def bold_to_memmap(

@@ -10,27 +10,37 @@ from typing import Any
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
     A reader never sees a half-written file, and an interrupted write leaves the old one intact.
+    A file that already holds exactly ``data`` is left alone: its modification time stays, so
+    a rerun's Nipype nodes downstream of it (hashed by timestamp) are not run again.
 
     Parameters
     ----------
     path : Path
         Destination; its folder is created when missing.
-    text : str
-        UTF-8 content.
+    data : bytes
+        Content.
 
     Returns
     -------
     Path
         ``path``.
     """
+    path = Path(path)
+    if _holds(path, data):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as stream:
-            stream.write(text)
+        with os.fdopen(fd, 'wb') as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -39,6 +49,15 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def atomic_write_json(path: Path, data: Any) -> Path:

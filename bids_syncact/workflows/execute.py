@@ -7,7 +7,9 @@ import multiprocessing
 import os
 import re
 from pathlib import Path
+from typing import Any
 
+import yaml
 from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 from nipype.pipeline import engine as pe
@@ -16,18 +18,22 @@ from bids_syncact import errors
 from bids_syncact.config import Config
 
 LOGGER = logging.getLogger('bids_syncact.execute')
+_SUBJECT = re.compile(r'__sub([A-Za-z0-9]+)(?:-|$)')
 _ERROR_LINE = re.compile(r'^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$')
 
 
 def run_workflow(workflow: pe.Workflow, config: Config) -> None:
-    """Run ``workflow`` in the work dir (reruns resume from it) with MultiProc or Linear.
+    """Run ``workflow`` in the work dir (reruns resume from it) with its plugin.
+
+    Unless ``--stop-on-first-crash``, a failing subject does not stop the others.
 
     Raises
     ------
     SyncActError
-        A node failed: the first failure's message, with the exit code of its error class
-        when it is one of ours (a corrupt movie stays exit 65), else exit 1; crash files are
-        named in the log.
+        Nodes failed. When only some subjects failed: exit 1, naming them and the first error.
+        Otherwise the first failure's message with the exit code of its error class when it is
+        one of ours (a corrupt movie stays exit 65), else exit 1. Crash files are named in the
+        log.
     """
     crash_dir = config.execution.work_dir / 'logs' / 'nipype'
     crash_dir.mkdir(parents=True, exist_ok=True)
@@ -47,13 +53,9 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     }})  # fmt: skip
     nipype_logging.update_logging(nipype_config)
     _route_nipype_logs(config.execution.verbosity)
-    n_procs = config.execution.nprocs or os.cpu_count() or 1
-    plugin, args = ('Linear', {}) if n_procs == 1 else (
-        # forkserver: workers start clean, never forked from a process whose torch thread pool
-        # (or CUDA context) is already running, which deadlocks or breaks the child.
-        'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False, 'mp_context': 'forkserver'}
-    )  # fmt: skip
-    if plugin == 'MultiProc':  # workers fork from a server that imported torch once, unused
+    plugin, args = plugin_settings(config)
+    if plugin == 'MultiProc' and args.get('mp_context') == 'forkserver':
+        # workers fork from a server that imported torch once, unused
         multiprocessing.get_context('forkserver').set_forkserver_preload(
             ['bids_syncact.interfaces.stimulus']
         )
@@ -66,7 +68,55 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
             crash for crash in set(crash_dir.glob('crash-*.txt')) - before
             if any(f'-{node}-' in crash.name for node in nodes)
         )  # fmt: skip
-        raise _failure(crashes, err) from None
+        subjects = sorted({m.group(1) for m in map(_SUBJECT.search, nodes) if m})
+        raise _failure(crashes, err, subjects) from None
+
+
+def plugin_settings(config: Config) -> tuple[str, dict[str, Any]]:
+    """Return the Nipype plugin and its arguments.
+
+    ``--nipype-plugin-file`` (YAML with ``plugin`` and ``plugin_args``, as fMRIPrep reads it)
+    chooses any Nipype plugin, SLURM included; otherwise MultiProc, or Linear with one process.
+    ``--nprocs`` and ``--mem-gb`` override the file's ``n_procs`` and ``memory_gb``.
+
+    Raises
+    ------
+    UsageError
+        When the plugin file cannot be read or names no plugin.
+    """
+    execution = config.execution
+    if execution.nipype_plugin_file is not None:
+        plugin, args = _read_plugin_file(execution.nipype_plugin_file)
+    else:
+        n_procs = execution.nprocs or os.cpu_count() or 1
+        plugin, args = ('Linear', {}) if n_procs == 1 else (
+            # forkserver: workers start clean, never forked from a process whose torch thread
+            # pool (or CUDA context) is already running, which deadlocks or breaks the child.
+            'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False,
+                          'mp_context': 'forkserver'},
+        )  # fmt: skip
+    if plugin in ('MultiProc', 'LegacyMultiProc'):
+        if execution.nprocs:
+            args['n_procs'] = execution.nprocs
+        if execution.mem_gb:
+            args['memory_gb'] = execution.mem_gb
+    return plugin, args
+
+
+def _read_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise errors.UsageError(f'--nipype-plugin-file {path}: cannot read it: {err}') from err
+    if not isinstance(settings, dict) or not isinstance(settings.get('plugin'), str):
+        raise errors.UsageError(
+            f'--nipype-plugin-file {path}: give a mapping with "plugin: NAME" (e.g. MultiProc, '
+            'SLURM) and optional "plugin_args: {...}"'
+        )
+    args = settings.get('plugin_args') or {}
+    if not isinstance(args, dict):
+        raise errors.UsageError(f'--nipype-plugin-file {path}: plugin_args must be a mapping')
+    return settings['plugin'], dict(args)
 
 
 def _route_nipype_logs(verbosity: int) -> None:
@@ -83,17 +133,33 @@ def _route_nipype_logs(verbosity: int) -> None:
     nipype_logger.propagate = False
 
 
-def _failure(crashes: list[Path], err: BaseException) -> errors.SyncActError:
+def _failure(crashes: list[Path], err: BaseException, subjects: list[str]) -> errors.SyncActError:
+    """Return the refusal for failed nodes: which subjects failed, and the first error.
+
+    When some subjects finished and others failed the exit code is 1 (a processing failure,
+    with the list); when everything that failed shares the first error's class of ours (a
+    corrupt movie, bad input), that class's code.
+    """
     if not crashes:
         return errors.SyncActError(f'the workflow failed: {err}')
     for crash in crashes:
         LOGGER.info('Node failed, see %s', crash)
+    matches = [_SUBJECT.search(crash.name) for crash in crashes]
+    failed = sorted({m.group(1) for m in matches if m})
+    shared = not all(matches)  # a node of no one subject (the features of a stimulus) failed
     kind, message = _last_error(crashes[0])
     cls = getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.SyncActError)):
         cls, message = errors.SyncActError, f'{kind}: {message}'
     more = f' (and {len(crashes) - 1} more)' if len(crashes) > 1 else ''
-    return cls(f'{message}{more}; crash files in {crashes[0].parent}')
+    where = f'crash files in {crashes[0].parent}'
+    if failed and not shared and len(failed) < len(subjects):
+        return errors.SyncActError(
+            f'{len(failed)} of {len(subjects)} subject(s) failed: '
+            f'{", ".join("sub-" + s for s in failed)}; the others finished. First error: '
+            f'{message}{more}; {where}'
+        )
+    return cls(f'{message}{more}; {where}')
 
 
 def _last_error(crash: Path) -> tuple[str, str]:

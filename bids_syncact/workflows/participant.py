@@ -1,8 +1,9 @@
-"""The participant level.
+"""The participant level (DESIGN.md section 6).
 
-For now it discovers the inputs and writes the plan: per run the files, TR, timing source and
-offset, stimulus, onset and start, and the volumes to drop. The processing stages attach here as
-they are built (DESIGN.md section 6).
+Discovery writes the plan (per run the files, TR, timing source and offset, stimulus, onset and
+start, and the volumes to drop); then one Nipype graph computes the stimulus features (shared
+cache), synchronizes each run, cleans each run's BOLD, and solves and writes the FBNs of every
+subject, task, CNN and layer.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_participant_level(config: Config) -> int:
 
 
 def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
-    """Compute the stimulus features, then (unless ``--features-only``) synchronize every run.
+    """Compute the stimulus features, then (unless ``--features-only``) everything else.
 
     Returns
     -------
@@ -53,6 +54,7 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
     """
     from bids_syncact.bids.derivatives import write_dataset_description
     from bids_syncact.bids.features import prepare_cnn
+    from bids_syncact.workflows.coupling import add_coupling_nodes
     from bids_syncact.workflows.execute import run_workflow
     from bids_syncact.workflows.stimulus import init_stimulus_wf, stimulus_hashes
 
@@ -64,9 +66,11 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
     write_dataset_description(
         config.output_dir, config.inputs.bids_dir, config.inputs.fmriprep_dir
     )
-    workflow = init_stimulus_wf(config, plans, prepared, sha256_of)
+    workflow, sync_nodes = init_stimulus_wf(config, plans, prepared, sha256_of)
+    if not config.cnn.features_only:
+        add_coupling_nodes(workflow, config, plans, prepared, sync_nodes)
     run_workflow(workflow, config)
-    what = 'feature cache' if config.cnn.features_only else 'synchronized activations'
+    what = 'feature cache' if config.cnn.features_only else 'FBN maps'
     for spec in prepared.values():
         if spec.weights.random:
             LOGGER.warning(

@@ -49,7 +49,7 @@ def init_stimulus_wf(
     sha256_of: Mapping[str, str],
     *,
     name: str = 'syncact_stimulus_wf',
-) -> pe.Workflow:
+) -> tuple[pe.Workflow, dict[tuple[str, str, str], list[pe.Node]]]:
     """Connect the feature and synchronization nodes of ``plans`` (features only on request).
 
     Parameters
@@ -64,11 +64,19 @@ def init_stimulus_wf(
         sha256 of each stimulus file, by path (:func:`stimulus_hashes`).
     name : str
         Workflow name (its folder in the work dir).
+
+    Returns
+    -------
+    workflow : Workflow
+    sync_nodes : dict
+        The :class:`SynchronizeRun` nodes by (subject, task, CNN), one per run in the order of
+        ``plans`` (empty with ``--features-only``).
     """
     workflow = pe.Workflow(name=name, base_dir=str(config.execution.work_dir))
     durations = _durations(plans)
     first_path = {sha: path for path, sha in reversed(list(sha256_of.items()))}
     features: dict[tuple[str, str], pe.Node] = {}
+    sync_nodes: dict[tuple[str, str, str], list[pe.Node]] = defaultdict(list)
     for cnn, spec in prepared.items():
         for sha, path in sorted(first_path.items()):
             node = pe.Node(
@@ -84,7 +92,7 @@ def init_stimulus_wf(
             features[cnn, sha] = node
             workflow.add_nodes([node])
     if config.cnn.features_only:
-        return workflow
+        return workflow, {}
 
     groups: dict[tuple[str, str], list[RunPlan]] = defaultdict(list)
     for plan in plans:
@@ -94,7 +102,7 @@ def init_stimulus_wf(
         for cnn, spec in prepared.items():
             merge = pe.Node(
                 niu.Merge(len(shas), ravel_inputs=True),
-                name=f'merge_{bids_label(cnn)}_sub{subject}_task{bids_label(task)}',
+                name=f'merge_{bids_label(cnn)}_task{bids_label(task)}{subject_tag(subject)}',
             )
             for index, sha in enumerate(shas, start=1):
                 workflow.connect(features[cnn, sha], 'feature_files', merge, f'in{index}')
@@ -109,10 +117,21 @@ def init_stimulus_wf(
                         fmriprep_dir=str(config.inputs.fmriprep_dir),
                         output_dir=str(config.output_dir),
                     ),
-                    name=f'sync_{bids_label(cnn)}_{bids_label(plan.name)}',
+                    name=f'sync_{bids_label(cnn)}_{run_tag(plan)}{subject_tag(subject)}',
                 )  # fmt: skip
                 workflow.connect(merge, 'out', sync, 'feature_files')
-    return workflow
+                sync_nodes[subject, task, cnn].append(sync)
+    return workflow, dict(sync_nodes)
+
+
+def subject_tag(subject: str) -> str:
+    """Suffix of every per-subject node name: failures are reported by subject from it."""
+    return f'__sub{subject}'
+
+
+def run_tag(plan: RunPlan) -> str:
+    """Return the run's name as a node-name part (alphanumeric, without the subject)."""
+    return bids_label(plan.name.split('_', 1)[1] if '_' in plan.name else plan.name)
 
 
 def _paths(plan: RunPlan) -> list[str]:

@@ -1,0 +1,143 @@
+"""Significance of the FBN coefficients by circularly shifted dictionaries (DESIGN.md 2.4).
+
+Each null shifts every run's raw synchronized activations ``D`` circularly in time by an amount at
+least ``MIN_SHIFT_S`` from zero (the same shift for all voxels and units of a run, drawn with the
+seed), then cleans and solves it exactly like the real ``D``. The shift keeps each unit's
+autocorrelation and the units' correlations with one another, and breaks only their alignment
+with the brain.
+
+Per voxel and unit the empirical p-value is ``(1 + #{|null| >= |a|}) / (1 + N)``, written as a z
+score; per unit the family-wise threshold is a quantile of the largest ``|null|`` over voxels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from bids_syncact.errors import InputDataError
+
+#: Smallest circular shift, in seconds from zero either way: longer than the HRF and its
+#: undershoot, so a shifted unit carries none of its own response at lag zero.
+MIN_SHIFT_S = 60.0
+#: Level of the per-unit family-wise threshold.
+FWE_LEVEL = 0.05
+
+
+def allowed_shifts(n_vols: int, t_r: float, min_shift_s: float = MIN_SHIFT_S) -> np.ndarray:
+    """Return the circular shifts (volumes) of a run that are at least ``min_shift_s`` from zero.
+
+    Parameters
+    ----------
+    n_vols : int
+        Stored volumes of the run (the rows that are shifted).
+    t_r : float
+        Repetition time (s).
+    min_shift_s : float
+        Smallest distance from zero (s), either way around the circle.
+
+    Returns
+    -------
+    ndarray of int
+        Shifts ``s`` with ``min(s, n_vols - s) * t_r >= min_shift_s``, increasing.
+
+    Examples
+    --------
+    >>> allowed_shifts(130, 1.0).tolist() == list(range(60, 71))
+    True
+    """
+    margin = math.ceil(min_shift_s / t_r - 1e-9)
+    return np.arange(max(margin, 1), n_vols - max(margin, 1) + 1, dtype=np.intp)
+
+
+def draw_shifts(
+    n_vols: Sequence[int],
+    t_r: Sequence[float],
+    n_nulls: int,
+    *,
+    seed: int,
+    names: Sequence[str] | None = None,
+    min_shift_s: float = MIN_SHIFT_S,
+) -> np.ndarray:
+    """Return ``(n_nulls, n_runs)`` circular shifts, distinct within each run, seeded.
+
+    Parameters
+    ----------
+    n_vols, t_r : sequence
+        Stored volumes and repetition time (s) of each run.
+    n_nulls : int
+        Null dictionaries wanted.
+    seed : int
+        ``--random-seed``: the same seed draws the same shifts.
+    names : sequence of str, optional
+        Run names for the refusal.
+
+    Raises
+    ------
+    InputDataError
+        When a run is too short for ``n_nulls`` distinct shifts at least ``min_shift_s`` from
+        zero.
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    shifts = np.zeros((n_nulls, len(n_vols)), dtype=np.intp)
+    for r, (n, tr) in enumerate(zip(n_vols, t_r, strict=True)):
+        allowed = allowed_shifts(n, tr, min_shift_s)
+        if allowed.size < n_nulls:
+            name = names[r] if names else f'run {r + 1}'
+            raise InputDataError(
+                f'{name}: {n} volumes at TR {tr:g} s allow only {allowed.size} distinct circular '
+                f'shifts at least {min_shift_s:g} s from zero, fewer than --n-nulls {n_nulls}; '
+                f'lower --n-nulls to at most {allowed.size}'
+            )
+        shifts[:, r] = rng.choice(allowed, size=n_nulls, replace=False)
+    return shifts
+
+
+def empirical_p(exceed_counts: np.ndarray, n_nulls: int) -> np.ndarray:
+    """Return ``(1 + count) / (1 + n_nulls)``: the count is of nulls with ``|null| >= |a|``.
+
+    >>> empirical_p(np.array([0, 9, 99]), 99).tolist()
+    [0.01, 0.1, 1.0]
+    """
+    return (1.0 + np.asarray(exceed_counts, dtype=np.float64)) / (1.0 + n_nulls)
+
+
+def p_to_z(p: np.ndarray, n_nulls: int) -> np.ndarray:
+    """Return the z score of one-sided p-values, ``Phi^-1(1 - p)``, finite at ``p = 1``.
+
+    ``p = 1`` (no null was smaller, as for every zero coefficient) has no finite z; it is
+    written as the z of ``1 - 1 / (2 (1 + n_nulls))``, half a step below, which is negative.
+
+    >>> np.round(p_to_z(np.array([0.01, 0.5, 1.0]), 99), 3).tolist()
+    [2.326, 0.0, -2.576]
+    """
+    p = np.minimum(np.asarray(p, dtype=np.float64), 1.0 - 0.5 / (1.0 + n_nulls))
+    return norm.isf(p)
+
+
+def fwe_threshold(max_null: np.ndarray, level: float = FWE_LEVEL) -> np.ndarray:
+    """Return per unit the ``|a|`` above which a coefficient is significant, family-wise.
+
+    Parameters
+    ----------
+    max_null : ndarray of shape (n_nulls, K)
+        The largest ``|null coefficient|`` over voxels, per null and unit.
+    level : float
+        Family-wise error rate.
+
+    Returns
+    -------
+    ndarray of shape (K,)
+        The ``1 - level`` quantile of each unit's maxima (the next order statistic up): at most
+        ``level`` of the nulls exceed it anywhere in the brain.
+
+    Examples
+    --------
+    >>> fwe_threshold(np.arange(1.0, 21.0)[:, None]).tolist()
+    [19.0]
+    """
+    return np.quantile(np.asarray(max_null, dtype=np.float64), 1.0 - level, axis=0,
+                       method='higher')  # fmt: skip

@@ -1,0 +1,292 @@
+"""Nipype interfaces of the brain side and the coupling: they only load, call and save.
+
+``BrainMask`` (per subject and task), ``DenoiseBold`` (per run), ``StackRuns`` (per subject and
+task) and ``CoupleLayer`` (per subject, task, CNN and layer) work in their node folders of the
+work dir, so a rerun finds them done; ``WriteBoldmaps`` copies the maps into OUTPUT_DIR and runs
+every time (a copy of identical bytes is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
+from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
+from bids_syncact.bids.derivatives import TIME_COLUMN
+from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
+from bids_syncact.core.fbn import LayerFit, fit_layer
+from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S
+from bids_syncact.errors import InputDataError
+
+LOGGER = logging.getLogger('bids_syncact.coupling')
+
+
+class _BrainMaskInputSpec(BaseInterfaceInputSpec):
+    mask_files = traits.List(traits.Str, mandatory=True, desc="each run's brain mask")
+
+
+class _BrainMaskOutputSpec(TraitedSpec):
+    mask_file = File(exists=True, desc='voxels inside every run mask')
+
+
+class BrainMask(SimpleInterface):
+    """Intersect the brain masks of a subject's runs of one task."""
+
+    input_spec = _BrainMaskInputSpec
+    output_spec = _BrainMaskOutputSpec
+
+    def _run_interface(self, runtime):
+        out = Path(runtime.cwd) / 'brain_mask.nii.gz'
+        intersect_run_masks([Path(p) for p in self.inputs.mask_files]).to_filename(out)
+        self._results['mask_file'] = str(out)
+        return runtime
+
+
+class _DenoiseBoldInputSpec(BaseInterfaceInputSpec):
+    run_plan = traits.Dict(mandatory=True, desc="the run's entry of the plan")
+    mask_file = File(exists=True, mandatory=True)
+    confounds_strategy = traits.Enum('simple', 'scrubbing', 'compcor', 'none', mandatory=True)
+    high_pass = traits.Either(None, traits.Float, usedefault=True, desc='cosine high-pass (Hz)')
+    smoothing_fwhm = traits.Either(None, traits.Float, usedefault=True, desc='mm FWHM')
+
+
+class _DenoiseBoldOutputSpec(TraitedSpec):
+    bold_file = File(exists=True, desc='cleaned in-mask voxels, (n_kept, n_voxels) .npy')
+    spec_file = File(exists=True, desc="the run's CleanSpec (.npz), for its D")
+
+
+class DenoiseBold(SimpleInterface):
+    """Read a run's BOLD once, then clean it with its confounds and sample mask."""
+
+    input_spec = _DenoiseBoldInputSpec
+    output_spec = _DenoiseBoldOutputSpec
+
+    def _run_interface(self, runtime):
+        plan, cwd = self.inputs.run_plan, Path(runtime.cwd)
+        bold = Path(plan['files']['preproc_bold'])
+        spec = clean_spec_for_run(
+            bold, strategy=self.inputs.confounds_strategy, t_r=plan['RepetitionTime'],
+            n_vols=plan['n_vols'], drop_volumes=tuple(plan['drop_volumes']),
+            high_pass=self.inputs.high_pass,
+        )  # fmt: skip
+        self._results['spec_file'] = str(save_clean_spec(cwd / 'clean_spec.npz', spec))
+        clean_bold(bold, nib.load(self.inputs.mask_file), spec, cwd / 'bold_clean.npy',
+                   smoothing_fwhm=self.inputs.smoothing_fwhm)  # fmt: skip
+        self._results['bold_file'] = str(cwd / 'bold_clean.npy')
+        return runtime
+
+
+class _StackRunsInputSpec(BaseInterfaceInputSpec):
+    bold_files = traits.List(File(exists=True), mandatory=True, desc='in run order')
+
+
+class _StackRunsOutputSpec(TraitedSpec):
+    stacked_file = File(exists=True, desc='(T, n_voxels) .npy, unit-norm columns')
+
+
+class StackRuns(SimpleInterface):
+    """Stack a subject's cleaned runs of one task in time."""
+
+    input_spec = _StackRunsInputSpec
+    output_spec = _StackRunsOutputSpec
+
+    def _run_interface(self, runtime):
+        out = Path(runtime.cwd) / 'bold_stacked.npy'
+        stack_runs([Path(p) for p in self.inputs.bold_files], out)
+        self._results['stacked_file'] = str(out)
+        return runtime
+
+
+class _CoupleLayerInputSpec(BaseInterfaceInputSpec):
+    sync_files = traits.List(File(exists=True), mandatory=True,
+                             desc='desc-sync tables of every run (any layers)')  # fmt: skip
+    run_names = traits.List(traits.Str, mandatory=True, desc='runs in stacking order')
+    spec_files = traits.List(File(exists=True), mandatory=True, desc='CleanSpec per run')
+    stacked_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    layer = traits.Str(mandatory=True, desc='module name')
+    alpha = traits.Either(None, traits.Float, usedefault=True, desc='None: auto')
+    n_nulls = traits.Int(0, usedefault=True)
+    seed = traits.Int(0, usedefault=True)
+    device = traits.Enum('auto', 'cpu', 'cuda', usedefault=True)
+    n_threads = traits.Either(None, traits.Int, usedefault=True)
+    sidecar = traits.Dict(desc='settings every sidecar records')
+    sources = traits.List(traits.Str, desc='BIDS URIs of the BOLD, masks and confounds')
+    output_dir = traits.Str(mandatory=True, desc='OUTPUT_DIR, for the URIs of the sync tables')
+
+
+class _CoupleLayerOutputSpec(TraitedSpec):
+    map_files = traits.List(File(exists=True), desc='gzipped NIfTI: coef, then z with nulls')
+    sidecar_files = traits.List(File(exists=True), desc='their sidecars (JSON)')
+    stats = traits.List(traits.Str, desc="each map's stat")
+
+
+class CoupleLayer(SimpleInterface):
+    """Solve one layer's FBNs (and nulls) and save the maps and sidecars in the node folder."""
+
+    input_spec = _CoupleLayerInputSpec
+    output_spec = _CoupleLayerOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs, cwd = self.inputs, Path(runtime.cwd)
+        tables, units, sync_sources = _read_sync_tables(
+            [Path(p) for p in inputs.sync_files], inputs.run_names, inputs.layer,
+            Path(inputs.output_dir),
+        )  # fmt: skip
+        specs = [load_clean_spec(Path(p)) for p in inputs.spec_files]
+        S = np.load(inputs.stacked_file, mmap_mode='r')
+        fit = fit_layer(
+            tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
+            device=_solver_device(inputs.device), n_threads=inputs.n_threads,
+        )  # fmt: skip
+        del S
+        if fit.seconds_per_null is not None:
+            LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,
+                        fit.seconds_per_null)  # fmt: skip
+        mask = nib.load(inputs.mask_file)
+        sidecar = coef_sidecar(fit, specs, units=units, layer=inputs.layer,
+                               settings=dict(inputs.sidecar),
+                               sources=[*inputs.sources, *sync_sources])  # fmt: skip
+        maps, sidecars, stats = [], [], []
+        for stat, data, extra in _stat_maps(fit, specs, inputs.n_nulls):
+            maps.append(cwd / f'stat-{stat}.nii.gz')
+            maps[-1].write_bytes(boldmap_bytes(data, mask, stat))
+            sidecars.append(cwd / f'stat-{stat}.json')
+            sidecars[-1].write_text(json.dumps(sidecar | extra, indent=2, default=str) + '\n')
+            stats.append(stat)
+        self._results['map_files'] = [str(p) for p in maps]
+        self._results['sidecar_files'] = [str(p) for p in sidecars]
+        self._results['stats'] = stats
+        return runtime
+
+
+class _WriteBoldmapsInputSpec(BaseInterfaceInputSpec):
+    map_files = traits.List(File(exists=True), mandatory=True)
+    sidecar_files = traits.List(File(exists=True), mandatory=True)
+    stats = traits.List(traits.Str, mandatory=True)
+    out_paths = traits.Dict(mandatory=True, desc='destination of each stat')
+
+
+class _WriteBoldmapsOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True))
+
+
+class WriteBoldmaps(SimpleInterface):
+    """Copy a layer's maps and sidecars into OUTPUT_DIR, each whole or not at all."""
+
+    input_spec = _WriteBoldmapsInputSpec
+    output_spec = _WriteBoldmapsOutputSpec
+    _always_run = True  # OUTPUT_DIR is not the work dir: a removed output is written again
+
+    def _run_interface(self, runtime):
+        inputs, written = self.inputs, []
+        for data, sidecar, stat in zip(inputs.map_files, inputs.sidecar_files, inputs.stats,
+                                       strict=True):  # fmt: skip
+            path = Path(inputs.out_paths[stat])
+            write_boldmap(path, Path(data).read_bytes(), json.loads(Path(sidecar).read_text()))
+            written.append(str(path))
+        self._results['out_files'] = written
+        return runtime
+
+
+def _read_sync_tables(
+    paths: list[Path], run_names: list[str], layer: str, output_dir: Path
+) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Each run's activations of ``layer`` (all stored volumes), their units, and the URIs."""
+    by_run: dict[str, tuple[Path, dict]] = {}
+    for path in paths:
+        meta = json.loads(path.with_suffix('.json').read_text())
+        run = next((r for r in run_names if path.name.startswith(f'{r}_cnn-')), None)
+        if meta.get('Layer') == layer and run is not None:
+            by_run[run] = (path, meta)
+    missing = [r for r in run_names if r not in by_run]
+    if missing:
+        raise InputDataError(f'no synchronized activations of layer {layer} for {missing[0]}')
+    units = by_run[run_names[0]][1]['UnitIndices']
+    tables = []
+    for run in run_names:
+        path, meta = by_run[run]
+        if meta['UnitIndices'] != units:
+            raise InputDataError(
+                f'{path.name} holds other units than {by_run[run_names[0]][0].name}; remove the '
+                "subject's desc-sync tables and rerun"
+            )
+        table = pd.read_csv(path, sep='\t')
+        tables.append(table.drop(columns=[TIME_COLUMN]).to_numpy(dtype=np.float64))
+    sources = [f'bids::{by_run[r][0].relative_to(output_dir).as_posix()}' for r in run_names]
+    return tables, [int(u) for u in units], sources
+
+
+def _solver_device(device: str) -> str:
+    if device == 'cpu':
+        return 'cpu'
+    from bids_syncact.core.cnn import resolve_device
+
+    return 'cuda' if resolve_device(device).type == 'cuda' else 'cpu'
+
+
+def _stat_maps(fit: LayerFit, specs, n_nulls: int):
+    yield 'coef', fit.codes, {}
+    if fit.z is None:
+        return
+    shifts_s = (fit.shifts * np.array([s.t_r for s in specs])[None, :]).round(6)
+    yield 'z', fit.z, {
+        'Description': (
+            'z of the empirical one-sided p-value of each coefficient, p = (1 + #{|null| >= |a|})'
+            f' / (1 + N) over {n_nulls} circularly shifted dictionaries (at least '
+            f'{MIN_SHIFT_S:g} s from zero, the same shifts for all voxels), each cleaned and '
+            'solved like the real one at the same alpha; p = 1 is written as the z of '
+            '1 - 1/(2(1+N))'
+        ),
+        'NumberOfNulls': n_nulls,
+        'NullShifts': shifts_s.tolist(),
+        'NullShiftsUnits': 's, per null and run',
+        'MinimumShift': MIN_SHIFT_S,
+        'FWELevel': FWE_LEVEL,
+        'FWEThreshold': [float(x) for x in fit.fwe_threshold],
+        'FWEThresholdDescription': (
+            'per unit: |coefficient| (stat-coef) above which a voxel is significant family-wise '
+            f'at {FWE_LEVEL:g}, the {1 - FWE_LEVEL:g} quantile of the largest |null coefficient|'
+            ' over voxels'
+        ),
+    }  # fmt: skip
+
+
+def coef_sidecar(fit: LayerFit, specs, *, units, layer, settings, sources) -> dict:
+    """Return the sidecar of a layer's coefficient map (DESIGN.md section 5)."""
+    selection = fit.alpha_choice.to_sidecar() if fit.alpha_choice is not None else None
+    return {
+        'Description': (
+            f'Functional brain network of each unit of {layer}: volume k is the sparse code '
+            'of every voxel on unit UnitIndices[k], a_v = argmin 1/2||s_v - D a||^2 + '
+            'Alpha ||a||_1, with cleaned, unit-norm columns, runs stacked'
+        ),
+        'Sources': list(sources),
+        'Layer': layer,
+        'UnitIndices': list(units),
+        **settings,
+        'Alpha': fit.alpha,
+        'AlphaSelection': selection if selection else 'given (--alpha)',
+        'ConditionNumber': fit.condition_number,
+        'VarianceInflation': [
+            None if not np.isfinite(v) else float(v) for v in fit.variance_inflation
+        ],
+        'ZeroUnits': [int(u) for u, z in zip(units, fit.zero_units, strict=True) if z],
+        'Runs': [s.name for s in specs],
+        'NumberOfSamples': int(sum(s.n_kept for s in specs)),
+        'SamplesPerRun': [s.n_kept for s in specs],
+        'ConfoundsPerRun': [s.n_confounds for s in specs],
+    }
