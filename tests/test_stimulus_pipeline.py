@@ -20,7 +20,19 @@ from bids_syncact.core.timing import acquisition_times
 
 from .conftest import TINY, assert_refused
 
-FAST = ('--weights', 'none', '--layers', 'features.1', 'features.4', '--max-units', '8')
+FAST = (
+    '--weights',
+    'none',
+    '--layers',
+    'features.1',
+    'features.4',
+    '--max-units',
+    '8',
+    '--confounds-strategy',
+    'none',
+    '--alpha',
+    '0.05',
+)  # 18 volumes: too few for the defaults
 
 
 def _sync_files(out: Path) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -243,7 +244,13 @@ def bold_to_memmap(
             tmp, mode='w+', dtype=np.float32, shape=(n_vols, int(inside.sum()))
         )
         for index in range(n_vols):
-            volume = np.asarray(img.dataobj[..., index], dtype=np.float32)
+            try:
+                volume = np.asarray(img.dataobj[..., index], dtype=np.float32)
+            except (EOFError, OSError, ValueError, zlib.error) as err:
+                raise InputDataError(
+                    f'{preproc_bold.name}: cannot read volume {index} of {n_vols} ({err}); the '
+                    'file is truncated or corrupt: rerun fMRIPrep or restore it'
+                ) from err
             if smoothing_fwhm:
                 smoothed = smooth_img(nib.Nifti1Image(volume, img.affine), smoothing_fwhm)
                 volume = np.asarray(smoothed.dataobj, dtype=np.float32)

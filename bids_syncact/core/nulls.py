@@ -137,7 +137,7 @@ def fwe_threshold(max_null: np.ndarray, level: float = FWE_LEVEL) -> np.ndarray:
     Examples
     --------
     >>> fwe_threshold(np.arange(1.0, 21.0)[:, None]).tolist()
-    [19.0]
+    [20.0]
     """
     return np.quantile(np.asarray(max_null, dtype=np.float64), 1.0 - level, axis=0,
                        method='higher')  # fmt: skip

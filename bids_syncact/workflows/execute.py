@@ -69,7 +69,7 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
             if any(f'-{node}-' in crash.name for node in nodes)
         )  # fmt: skip
         subjects = sorted({m.group(1) for m in map(_SUBJECT.search, nodes) if m})
-        raise _failure(crashes, err, subjects) from None
+        raise _failure(crashes, err, subjects, config.execution.stop_on_first_crash) from None
 
 
 def plugin_settings(config: Config) -> tuple[str, dict[str, Any]]:
@@ -133,12 +133,15 @@ def _route_nipype_logs(verbosity: int) -> None:
     nipype_logger.propagate = False
 
 
-def _failure(crashes: list[Path], err: BaseException, subjects: list[str]) -> errors.SyncActError:
+def _failure(
+    crashes: list[Path], err: BaseException, subjects: list[str], stopped: bool
+) -> errors.SyncActError:
     """Return the refusal for failed nodes: which subjects failed, and the first error.
 
-    When some subjects finished and others failed the exit code is 1 (a processing failure,
-    with the list); when everything that failed shares the first error's class of ours (a
-    corrupt movie, bad input), that class's code.
+    When some subjects failed and the others went on (no ``--stop-on-first-crash``), the exit
+    code is 1 (a processing failure) with the list. Otherwise (every subject failed, a shared
+    node failed, or the run stopped at the first crash) it is the code of the first error's
+    class when it is one of ours (a corrupt movie, bad input), else 1.
     """
     if not crashes:
         return errors.SyncActError(f'the workflow failed: {err}')
@@ -153,7 +156,7 @@ def _failure(crashes: list[Path], err: BaseException, subjects: list[str]) -> er
         cls, message = errors.SyncActError, f'{kind}: {message}'
     more = f' (and {len(crashes) - 1} more)' if len(crashes) > 1 else ''
     where = f'crash files in {crashes[0].parent}'
-    if failed and not shared and len(failed) < len(subjects):
+    if failed and not shared and not stopped and len(failed) < len(subjects):
         return errors.SyncActError(
             f'{len(failed)} of {len(subjects)} subject(s) failed: '
             f'{", ".join("sub-" + s for s in failed)}; the others finished. First error: '

@@ -17,6 +17,7 @@ from bids_syncact import __version__
 from bids_syncact.bids.discovery import RunPlan, discover
 from bids_syncact.bids.io import atomic_write_json
 from bids_syncact.config import Config
+from bids_syncact.errors import InputDataError
 
 LOGGER = logging.getLogger('bids_syncact.participant')
 
@@ -62,6 +63,8 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
         cnn: prepare_cnn(cnn, config.cnn, config.stimulus, seed=config.execution.random_seed)
         for cnn in config.cnn.cnn
     }
+    if not config.cnn.features_only:
+        check_coupling_inputs(config, plans)
     sha256_of = stimulus_hashes(plans)
     write_dataset_description(
         config.output_dir, config.inputs.bids_dir, config.inputs.fmriprep_dir
@@ -80,6 +83,47 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
             )  # fmt: skip
     print(f'Wrote the {what} of {len(plans)} run(s) under {config.output_dir}')
     return 0
+
+
+def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
+    """Refuse, before any work, runs that denoising, ``--alpha auto`` or the nulls cannot use.
+
+    Each run's confounds are loaded as its denoising node will load them (degrees of freedom,
+    columns, row count); per subject and task the kept samples must allow the cross-validation
+    folds, and every run ``--n-nulls`` distinct shifts.
+
+    Raises
+    ------
+    InputDataError
+        With the run and what to change.
+    """
+    from collections import defaultdict
+
+    import numpy as np
+
+    from bids_syncact.bids.bold import clean_spec_for_run
+    from bids_syncact.core.nulls import draw_shifts
+    from bids_syncact.core.selection import blocked_folds
+
+    coupling = config.coupling
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for plan in plans:
+        spec = clean_spec_for_run(
+            plan.preproc_bold, strategy=coupling.confounds_strategy, t_r=plan.t_r,
+            n_vols=plan.n_vols, drop_volumes=plan.drop_volumes,
+            high_pass=coupling.effective_high_pass,
+        )  # fmt: skip
+        groups[str(plan.entities['subject']), str(plan.entities['task'])].append(spec)
+    for (subject, task), specs in groups.items():
+        if coupling.alpha is None:
+            try:
+                blocked_folds(np.concatenate([s.sample_mask * s.t_r for s in specs]),
+                              np.concatenate([np.full(s.n_kept, r) for r, s in enumerate(specs)]))  # fmt: skip
+            except InputDataError as err:
+                raise InputDataError(f'sub-{subject} task-{task}: {err}') from None
+        if coupling.n_nulls:
+            draw_shifts([s.n_vols for s in specs], [s.t_r for s in specs], coupling.n_nulls,
+                        seed=config.execution.random_seed, names=[s.name for s in specs])  # fmt: skip
 
 
 def plan_document(config: Config, plans: Sequence[RunPlan]) -> dict[str, Any]:

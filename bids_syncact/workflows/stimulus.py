@@ -48,7 +48,7 @@ def init_stimulus_wf(
     prepared: Mapping[str, PreparedCNN],
     sha256_of: Mapping[str, str],
     *,
-    name: str = 'syncact_stimulus_wf',
+    name: str = 'syncact_participant_wf',
 ) -> tuple[pe.Workflow, dict[tuple[str, str, str], list[pe.Node]]]:
     """Connect the feature and synchronization nodes of ``plans`` (features only on request).
 

@@ -1,0 +1,231 @@
+"""The participant level end to end: FBN maps, their sidecars, reruns, failures and plugins."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bids import BIDSLayout
+from nilearn.image import load_img
+from scipy.stats import norm
+
+from bids_syncact.bids.derivatives import PYBIDS_CONFIG
+from bids_syncact.cli.run import main
+from bids_syncact.demo import DemoSpec, make_dataset
+from bids_syncact.workflows.execute import plugin_settings
+
+from .conftest import assert_refused
+
+#: Long enough for the defaults (simple confounds, --alpha auto) and nulls 60 s from zero.
+SHORT = DemoSpec(subjects=('01', '02'), runs=(1, 2), n_vols=150, shape=(7, 8, 9), n_dummies=2,
+                 onset_s=2.0, movie_fps=4, movie_size=(32, 24), natural_movie=False,
+                 planted=False)  # fmt: skip
+LAYERS = ('features.1', 'features.4')
+ARGS = ('--weights', 'none', '--layers', *LAYERS, '--max-units', '6', '--n-nulls', '4',
+        '--skip-bids-validation')  # fmt: skip
+FAST = ('--weights', 'none', '--layers', 'features.1', '--max-units', '4',
+        '--confounds-strategy', 'none', '--alpha', '0.05')  # fmt: skip
+SIDECAR_KEYS = (
+    'Description', 'Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit',
+    'HRF', 'Alpha', 'AlphaSelection', 'ConfoundsStrategy', 'HighPass', 'ConditionNumber',
+    'VarianceInflation', 'RandomSeed', 'SoftwareVersions',
+)  # fmt: skip
+
+
+def _maps(out: Path) -> list[Path]:
+    return sorted(out.glob('sub-*/func/*_boldmap.nii.gz'))
+
+
+def _results(work: Path, kind: str) -> dict[str, int]:
+    """mtime of the result file of every node of ``kind`` (rewritten only when it runs)."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in work.rglob(f'{kind}_*/result_*.pklz')}
+
+
+@pytest.fixture(scope='module')
+def short_run(tmp_path_factory):
+    """The participant level with its defaults (and 4 nulls) on two subjects, run once."""
+    root = tmp_path_factory.mktemp('short')
+    bids = make_dataset(root / 'bids', SHORT)
+    out, work = root / 'out', root / 'work'
+    code = main([str(bids), str(out), 'participant', '-w', str(work), *ARGS])
+    assert code == 0
+    return bids, out, work
+
+
+def test_every_subject_and_layer_gets_coef_and_z_maps_that_pybids_and_nilearn_read(short_run):
+    bids, out, _ = short_run
+    layout = BIDSLayout(out, config=['bids', 'derivatives', str(PYBIDS_CONFIG)], validate=False)
+    for subject in SHORT.subjects:
+        for layer in ('features1', 'features4'):
+            for stat in ('coef', 'z'):
+                (found,) = layout.get(subject=subject, task='movie', cnn='alexnet', layer=layer,
+                                      stat=stat, suffix='boldmap', extension='.nii.gz')  # fmt: skip
+                img = load_img(found.path)
+                meta = found.get_metadata()
+                assert img.shape == (*SHORT.shape, 6)
+                assert len(meta['UnitIndices']) == 6
+                mask = nib.load(next((bids / 'derivatives' / 'fmriprep').rglob(
+                    f'sub-{subject}_*run-1_*desc-brain_mask.nii.gz')))  # fmt: skip
+                assert np.allclose(img.affine, mask.affine)
+                outside = np.asarray(mask.dataobj) == 0
+                assert not np.asarray(img.dataobj)[outside].any()
+    assert len(_maps(out)) == 2 * 2 * 2
+    indexed = {Path(f.path) for f in layout.get()}
+    written = {p for p in out.rglob('*') if p.is_file() and not p.name.startswith('.')}
+    assert written <= indexed  # every output, its sidecars and the feature cache
+    for found in layout.get(extension=['.nii.gz', '.tsv']):
+        assert {'subject', 'cnn', 'layer'} <= set(found.entities) or 'stim' in found.entities
+
+
+def test_coef_sidecars_record_what_made_them(short_run):
+    _, out, _ = short_run
+    for path in out.glob('sub-*/func/*_stat-coef_boldmap.json'):
+        meta = json.loads(path.read_text())
+        missing = [key for key in SIDECAR_KEYS if key not in meta]
+        assert not missing, (path.name, missing)
+        curve = meta['AlphaSelection']
+        assert meta['Alpha'] == curve['alpha']
+        assert meta['Alpha'] in curve['grid']
+        assert len(curve['r2']) == len(curve['grid'])
+        assert len(meta['VarianceInflation']) == len(meta['UnitIndices'])
+        assert meta['ConfoundsStrategy'] == 'simple'
+        assert meta['HighPass'] is None
+        assert meta['Weights']['Kind'] == 'none'
+        sync = [s for s in meta['Sources'] if s.startswith('bids::')]
+        assert len(sync) == 2
+        assert all((out / s[len('bids::') :]).is_file() for s in sync)
+
+
+def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_run):
+    bids, out, _ = short_run
+    for path in out.glob('sub-*/func/*_stat-z_boldmap.json'):
+        meta = json.loads(path.read_text())
+        assert meta['NumberOfNulls'] == 4
+        shifts = np.array(meta['NullShifts'])
+        assert shifts.shape == (4, 2)
+        assert np.all(np.minimum(shifts, SHORT.n_vols * SHORT.t_r - shifts) >= 60)
+        assert len(meta['FWEThreshold']) == len(meta['UnitIndices'])
+        z = np.asarray(nib.load(path.with_name(path.name[:-5] + '.nii.gz')).dataobj)
+        coef = nib.load(str(path).replace('stat-z', 'stat-coef')[:-5] + '.nii.gz')
+        subject = path.name.split('_')[0]
+        mask = nib.load(next((bids / 'derivatives' / 'fmriprep').rglob(
+            f'{subject}_*run-1_*desc-brain_mask.nii.gz')))  # fmt: skip
+        zero = (np.asarray(coef.dataobj) == 0) & (np.asarray(mask.dataobj) > 0)[..., None]
+        assert zero.any()
+        assert np.all(z[zero] < 0)  # p = 1 where the coefficient is zero
+        assert np.all(np.isfinite(z))
+        assert z.max() <= norm.isf(1 / 5) + 1e-5  # the smallest p with 4 nulls
+
+
+def test_images_are_gzipped_without_a_timestamp(short_run):
+    _, out, _ = short_run
+    for path in _maps(out):
+        with path.open('rb') as stream:
+            header = stream.read(8)
+        assert header[:2] == b'\x1f\x8b'
+        assert header[4:8] == b'\x00\x00\x00\x00'  # mtime 0
+        assert gzip.decompress(path.read_bytes())[344:348] == b'n+1\x00'
+
+
+def test_a_rerun_resumes_and_a_fresh_one_writes_the_same_bytes(short_run, tmp_path):
+    bids, out, work = short_run
+    before = {p: p.read_bytes() for p in _maps(out)}
+    couple_before = _results(work, 'couple')
+    denoise_before = _results(work, 'denoise')
+    assert len(couple_before) == 4
+    assert len(denoise_before) == 4
+    removed = _maps(out)[0]
+    removed.unlink()  # an output removed since is written again, from the cache
+    assert main([str(bids), str(out), 'participant', '-w', str(work), *ARGS]) == 0
+    assert _results(work, 'couple') == couple_before  # not run again
+    assert _results(work, 'denoise') == denoise_before
+    assert {p: p.read_bytes() for p in _maps(out)} == before
+
+    fresh = tmp_path / 'out'
+    assert main([str(bids), str(fresh), 'participant', '-w', str(tmp_path / 'w'), *ARGS]) == 0
+    for path, data in before.items():
+        assert (fresh / path.relative_to(out)).read_bytes() == data, path.name
+
+
+def test_nulls_are_refused_before_any_work_when_runs_are_too_short(cli, dataset, tmp_path):
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', *FAST, '--n-nulls', '5', process=True)
+    assert_refused(result, 65, '--n-nulls 5', 'sub-01_task-movie_run-1')
+    assert not (out / 'features').exists()
+
+
+def test_too_few_volumes_for_the_confounds_are_refused_before_any_work(cli, dataset, tmp_path):
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', '--weights', 'none', process=True)
+    assert_refused(result, 65, 'degrees of freedom', '--confounds-strategy none')
+    assert not (out / 'features').exists()
+
+
+def _break_bold(dataset: Path, subject: str) -> None:
+    bold = next((dataset / 'derivatives' / 'fmriprep').rglob(
+        f'sub-{subject}_*run-2_*desc-preproc_bold.nii.gz'))  # fmt: skip
+    data = bold.read_bytes()
+    bold.write_bytes(data[: len(data) // 2])  # the header reads; the volumes do not
+
+
+def test_a_failing_subject_is_listed_and_the_others_finish(cli, dataset, tmp_path):
+    _break_bold(dataset, '02')
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', *FAST, process=True)
+    assert_refused(result, 1, '1 of 2 subject(s) failed: sub-02', 'crash files in')
+    assert sorted(p.name.split('_')[0] for p in _maps(out)) == ['sub-01']
+
+
+def test_stop_on_first_crash_ends_with_the_error_s_own_code(cli, dataset, tmp_path):
+    _break_bold(dataset, '02')
+    result = cli(dataset, tmp_path / 'out', 'participant', *FAST, '--stop-on-first-crash',
+                 '--participant-label', '02', process=True)  # fmt: skip
+    assert_refused(result, 65, 'sub-02_task-movie_run-2')
+
+
+def test_a_plugin_file_chooses_the_nipype_plugin(cli, dataset, tmp_path):
+    plugin = tmp_path / 'plugin.yml'
+    plugin.write_text('plugin: Linear\nplugin_args: {}\n')
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', *FAST, '--participant-label', '01',
+                 '--nipype-plugin-file', plugin, '-v', process=True)  # fmt: skip
+    assert result.code == 0, result.err
+    assert 'Running serially' in result.err  # Linear's own log line
+    assert len(_maps(out)) == 1
+
+
+@pytest.mark.parametrize('text', ['plugin: [unclosed', 'plugin_args: {n_procs: 2}', '- a'])
+def test_a_bad_plugin_file_is_one_line(cli, dataset, tmp_path, text):
+    plugin = tmp_path / 'plugin.yml'
+    plugin.write_text(text)
+    result = cli(dataset, tmp_path / 'out', 'participant', *FAST, '--nipype-plugin-file',
+                 plugin, process=True)  # fmt: skip
+    assert_refused(result, 64, '--nipype-plugin-file')
+
+
+def test_nprocs_and_mem_gb_override_the_plugin_file(tmp_path):
+    from bids_syncact.config import Config, ExecutionConfig, InputConfig
+
+    plugin = tmp_path / 'plugin.yml'
+    plugin.write_text('plugin: MultiProc\nplugin_args: {n_procs: 8, memory_gb: 30}\n')
+    inputs = InputConfig(bids_dir=tmp_path, fmriprep_dir=tmp_path)
+
+    def settings(**execution):
+        return plugin_settings(Config(
+            analysis_level='participant', output_dir=tmp_path, inputs=inputs,
+            execution=ExecutionConfig(work_dir=tmp_path, **execution),
+        ))  # fmt: skip
+
+    assert settings(nipype_plugin_file=plugin) == ('MultiProc', {'n_procs': 8, 'memory_gb': 30})
+    assert settings(nipype_plugin_file=plugin, nprocs=2, mem_gb=4.5) == (
+        'MultiProc', {'n_procs': 2, 'memory_gb': 4.5})  # fmt: skip
+    assert settings(nprocs=1) == ('Linear', {})
+    name, args = settings(nprocs=3, mem_gb=2.0)
+    assert name == 'MultiProc'
+    assert (args['n_procs'], args['memory_gb']) == (3, 2.0)
+    assert os.cpu_count()  # the default n_procs is the machine's
