@@ -383,11 +383,7 @@ def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
     synchronized activations): each unit's correlation map alone, and OLS on all units of the
     layer. Numbers are means over subjects (:mod:`bids_syncact._demo.recovery`).
     """
-    results = {name: [] for name in METHODS}
-    for sub in spec.subjects:
-        maps, planted, rows = _subject_maps(out, root, truth, sub, spec.task)
-        for name, estimate in maps.items():
-            results[name].append(demo_recovery.recovery(estimate, planted, rows))
+    means = recovery_table(out, root, truth, spec)
     units, networks = truth['Units'], truth['Networks']
     head = f'{"unit":>6} {"network":<18}' + ''.join(f'| {n:^26}' for n in METHODS)
     lines = [
@@ -395,10 +391,6 @@ def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
          f'{len(spec.subjects)} subjects: spatial r, detection AUC, leakage'),
         head, f'{"":25}' + '|    r     AUC    leakage   ' * len(METHODS),
     ]  # fmt: skip
-    means = {}
-    for name in METHODS:
-        per_unit = np.array([[(x.r, x.auc, x.leakage) for x in sub] for sub in results[name]])
-        means[name] = per_unit.mean(axis=0)  # (n_units, 3)
     for j, unit in enumerate(units):
         cells = ''.join('| {:6.3f} {:6.3f} {:8.4f}   '.format(*means[n][j]) for n in METHODS)
         lines.append(f'{unit:>6} {networks[str(unit)]:<18}' + cells)
@@ -412,6 +404,19 @@ def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
         f'baselines: {"met" if met else "NOT met"} (r {r:.3f}, leakage {leak:.4f})'
     )
     return '\n'.join(lines)
+
+
+def recovery_table(out: Path, root: Path, truth: dict, spec: DemoSpec) -> dict[str, np.ndarray]:
+    """Return per method the ``(n_planted, 3)`` means over subjects of r, AUC and leakage."""
+    results: dict[str, list] = {name: [] for name in METHODS}
+    for sub in spec.subjects:
+        maps, planted, rows = _subject_maps(out, root, truth, sub, spec.task)
+        for name, estimate in maps.items():
+            results[name].append(demo_recovery.recovery(estimate, planted, rows))
+    return {
+        name: np.array([[(x.r, x.auc, x.leakage) for x in sub] for sub in subs]).mean(axis=0)
+        for name, subs in results.items()
+    }
 
 
 METHODS = ('FBN (stat-coef)', 'univariate correlation', 'OLS, all units')

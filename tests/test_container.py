@@ -143,6 +143,7 @@ def _read_only(folder: Path, command: list[str]) -> list[str]:
     return [*unshare, run, 'sh', str(folder), *command]
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_cli_runs_under_container_constraints(_tiny_template):  # noqa: PT019
     """HOME not writable, TMPDIR and MPLCONFIGDIR set, the input read-only, umask 027."""
     top = Path(tempfile.mkdtemp(prefix='syncact-ro-'))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bids_syncact._demo import truth as demo_truth
-from bids_syncact.demo import DemoSpec, make_dataset
+from bids_syncact.demo import METHODS, DemoSpec, make_dataset, recovery_table
 
 SMALL = DemoSpec(subjects=('01',), runs=(1,))  # the demo's clock and movie, one run
 
@@ -220,3 +220,12 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
         assert shifted < r - 0.01  # one TR off is clearly worse: the clock is right
     sidecar = json.loads(path.with_suffix('.json').read_text())
     assert sidecar['Weights']['Sha256'] == truth['WeightsSha256']
+
+    # The FBNs (alpha auto) against the baselines on the same cleaned data, one run.
+    table = recovery_table(out, small_demo, truth, SMALL)
+    fbn, univariate, ols = (table[name].mean(axis=0) for name in METHODS)  # r, AUC, leakage
+    assert fbn[2] <= 0.05
+    assert fbn[2] < univariate[2] / 10
+    assert fbn[2] < ols[2] / 10
+    assert fbn[0] > univariate[0]
+    assert fbn[0] > ols[0] + 0.3

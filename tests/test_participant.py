@@ -57,6 +57,7 @@ def short_run(tmp_path_factory):
     return bids, out, work
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_every_subject_and_layer_gets_coef_and_z_maps_that_pybids_and_nilearn_read(short_run):
     bids, out, _ = short_run
     layout = BIDSLayout(out, config=['bids', 'derivatives', str(PYBIDS_CONFIG)], validate=False)
@@ -82,6 +83,7 @@ def test_every_subject_and_layer_gets_coef_and_z_maps_that_pybids_and_nilearn_re
         assert {'subject', 'cnn', 'layer'} <= set(found.entities) or 'stim' in found.entities
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_coef_sidecars_record_what_made_them(short_run):
     _, out, _ = short_run
     for path in out.glob('sub-*/func/*_stat-coef_boldmap.json'):
@@ -101,6 +103,7 @@ def test_coef_sidecars_record_what_made_them(short_run):
         assert all((out / s[len('bids::') :]).is_file() for s in sync)
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_run):
     bids, out, _ = short_run
     for path in out.glob('sub-*/func/*_stat-z_boldmap.json'):
@@ -122,6 +125,7 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
         assert z.max() <= norm.isf(1 / 5) + 1e-5  # the smallest p with 4 nulls
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_images_are_gzipped_without_a_timestamp(short_run):
     _, out, _ = short_run
     for path in _maps(out):
@@ -132,6 +136,7 @@ def test_images_are_gzipped_without_a_timestamp(short_run):
         assert gzip.decompress(path.read_bytes())[344:348] == b'n+1\x00'
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_a_rerun_resumes_and_a_fresh_one_writes_the_same_bytes(short_run, tmp_path):
     bids, out, work = short_run
     before = {p: p.read_bytes() for p in _maps(out)}
@@ -173,6 +178,7 @@ def _break_bold(dataset: Path, subject: str) -> None:
     bold.write_bytes(data[: len(data) // 2])  # the header reads; the volumes do not
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_a_failing_subject_is_listed_and_the_others_finish(cli, dataset, tmp_path):
     _break_bold(dataset, '02')
     out = tmp_path / 'out'

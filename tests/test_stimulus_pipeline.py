@@ -91,6 +91,7 @@ def test_every_run_gets_synchronized_activations_from_one_extraction(cli, datase
     assert description['GeneratedBy'][0]['Name'] == 'bids-syncact'
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_the_cache_is_shared_by_subjects_and_refused_when_its_settings_differ(cli, dataset,
                                                                               tmp_path):  # fmt: skip
     out = tmp_path / 'out'
@@ -159,6 +160,7 @@ def test_a_corrupt_movie_is_exit_65_from_inside_the_workflow(cli, dataset, tmp_p
     assert 'Traceback' not in result.err
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_an_image_sequence_is_placed_at_its_onsets(cli, dataset, tmp_path):
     images = {'a.png': skdata.astronaut(), 'b.png': skdata.coffee()}
     for name, image in images.items():
@@ -196,6 +198,7 @@ def test_an_image_sequence_is_placed_at_its_onsets(cli, dataset, tmp_path):
     assert not np.allclose(expected, blank_level)  # the images do change the units
 
 
+@pytest.mark.slow  # a whole participant run: make test-integration
 def test_outputs_removed_since_the_last_run_are_made_again(cli, dataset, tmp_path):
     out = tmp_path / 'out'
     assert cli(dataset, out, 'participant', *FAST, process=True).code == 0

@@ -235,6 +235,10 @@ def clean(signals: np.ndarray, spec: CleanSpec) -> np.ndarray:
         raise ValueError(f'signals of shape {x.shape} for a run of {spec.n_vols} volumes')
     if x.shape[1] == 0:
         return np.zeros((spec.n_kept, 0), dtype=np.float32)
+    # A run shorter than one cosine period has no cosine to remove: nilearn would warn.
+    cosines = spec.high_pass is not None and cosine_regressors(
+        spec.n_vols, spec.t_r, spec.high_pass
+    ).shape[1]
     cleaned = nilearn_clean(
         x,
         detrend=spec.detrend,
@@ -242,7 +246,7 @@ def clean(signals: np.ndarray, spec: CleanSpec) -> np.ndarray:
         sample_mask=spec.sample_mask.copy(),
         confounds=None if spec.confounds is None else spec.confounds.copy(),
         standardize_confounds=True,
-        filter='cosine' if spec.high_pass is not None else False,
+        filter='cosine' if cosines else False,
         high_pass=spec.high_pass,
         t_r=spec.t_r,
     )
