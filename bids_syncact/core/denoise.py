@@ -236,9 +236,10 @@ def clean(signals: np.ndarray, spec: CleanSpec) -> np.ndarray:
     if x.shape[1] == 0:
         return np.zeros((spec.n_kept, 0), dtype=np.float32)
     # A run shorter than one cosine period has no cosine to remove: nilearn would warn.
-    cosines = spec.high_pass is not None and cosine_regressors(
-        spec.n_vols, spec.t_r, spec.high_pass
-    ).shape[1]
+    cosines = (
+        spec.high_pass is not None
+        and cosine_regressors(spec.n_vols, spec.t_r, spec.high_pass).shape[1]
+    )
     cleaned = nilearn_clean(
         x,
         detrend=spec.detrend,
