@@ -8,8 +8,6 @@ voxels; downstream steps work in voxel chunks from it. Confounds come from nilea
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -22,6 +20,7 @@ from nilearn.interfaces.fmriprep import load_confounds_strategy
 from nilearn.interfaces.fmriprep.load_confounds_utils import get_confounds_file
 from nilearn.masking import intersect_masks
 
+from bids_syncact.bids.io import replacing
 from bids_syncact.core.denoise import CleanSpec, sample_mask_for
 from bids_syncact.errors import InputDataError
 
@@ -236,31 +235,25 @@ def bold_to_memmap(
             f'the brain mask for {preproc_bold.name} holds no voxel; check the fMRIPrep brain masks'
         )
     n_vols = img.shape[3]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f'.{out_path.name}.', suffix='.tmp')
-    os.close(fd)
     try:
-        data = np.lib.format.open_memmap(
-            tmp, mode='w+', dtype=np.float32, shape=(n_vols, int(inside.sum()))
-        )
-        for index in range(n_vols):
-            try:
-                volume = np.asarray(img.dataobj[..., index], dtype=np.float32)
-            except (EOFError, OSError, ValueError, zlib.error) as err:
-                raise InputDataError(
-                    f'{preproc_bold.name}: cannot read volume {index} of {n_vols} ({err}); the '
-                    'file is truncated or corrupt: rerun fMRIPrep or restore it'
-                ) from err
-            if smoothing_fwhm:
-                smoothed = smooth_img(nib.Nifti1Image(volume, img.affine), smoothing_fwhm)
-                volume = np.asarray(smoothed.dataobj, dtype=np.float32)
-            data[index] = volume[inside]
-        data.flush()
-        del data
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with replacing(out_path) as tmp:
+            data = np.lib.format.open_memmap(
+                tmp, mode='w+', dtype=np.float32, shape=(n_vols, int(inside.sum()))
+            )
+            for index in range(n_vols):
+                try:
+                    volume = np.asarray(img.dataobj[..., index], dtype=np.float32)
+                except (EOFError, OSError, ValueError, zlib.error) as err:
+                    raise InputDataError(
+                        f'{preproc_bold.name}: cannot read volume {index} of {n_vols} ({err}); '
+                        'the file is truncated or corrupt: rerun fMRIPrep or restore it'
+                    ) from err
+                if smoothing_fwhm:
+                    smoothed = smooth_img(nib.Nifti1Image(volume, img.affine), smoothing_fwhm)
+                    volume = np.asarray(smoothed.dataobj, dtype=np.float32)
+                data[index] = volume[inside]
+            data.flush()
+            del data
     finally:
         del img  # the proxy closes the file handle it kept
     return np.load(out_path, mmap_mode='r')

@@ -525,3 +525,15 @@ def _check_coverage(stim: Stimulus, run_s: float, name: str) -> tuple[str, ...]:
         )
         return (message,)
     return ()
+
+
+def by_subject_and_task(plans: Sequence[RunPlan]) -> dict[tuple[str, str], list[RunPlan]]:
+    """Return the runs of each (subject, task), sorted by key, runs in the order given.
+
+    Units are chosen, and runs coupled, per subject and task.
+    """
+    groups: dict[tuple[str, str], list[RunPlan]] = {}
+    for plan in plans:
+        key = (str(plan.entities['subject']), str(plan.entities['task']))
+        groups.setdefault(key, []).append(plan)
+    return dict(sorted(groups.items()))

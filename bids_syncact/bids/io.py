@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +38,40 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     if _holds(path, data):
         return path
+    with replacing(path) as tmp, open(tmp, 'wb') as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    return path
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[str]:
+    """Yield a temporary file name beside ``path``, moved onto ``path`` when the block succeeds.
+
+    The file gets the permissions a plain ``open`` would give; on any error (Ctrl-C included)
+    it is removed and ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / 'x.txt'
+    >>> with replacing(target) as tmp:
+    ...     _ = Path(tmp).write_text('whole')
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('whole', ['x.txt'])
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _holds(path: Path, data: bytes) -> bool:

@@ -8,8 +8,6 @@ cleaned later by exactly the spec its BOLD went through.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_syncact.bids.bold import bold_to_memmap, iter_voxel_chunks
+from bids_syncact.bids.io import replacing
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
 
 #: Voxels cleaned or stacked at a time (a run of 1200 volumes: 1200 x 4096 x 8 B = 39 MB).
@@ -33,7 +32,7 @@ def save_clean_spec(path: Path, spec: CleanSpec) -> Path:
     }  # fmt: skip
     if spec.confounds is not None:
         arrays['confounds'] = spec.confounds
-    with _replacing(Path(path)) as tmp, open(tmp, 'wb') as stream:
+    with replacing(Path(path)) as tmp, open(tmp, 'wb') as stream:
         np.savez(stream, **arrays)
     return Path(path)
 
@@ -76,7 +75,7 @@ def clean_bold(
     try:
         if raw.shape[0] != spec.n_vols:
             raise ValueError(f'{preproc_bold} has {raw.shape[0]} volumes, its spec {spec.n_vols}')
-        with _replacing(out_path) as tmp:
+        with replacing(out_path) as tmp:
             cleaned = np.lib.format.open_memmap(
                 tmp, mode='w+', dtype=np.float32, shape=(spec.n_kept, raw.shape[1])
             )
@@ -104,7 +103,7 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
     if len(widths) != 1:
         raise ValueError(f'runs of different voxel counts: {sorted(widths)}')
     n_voxels = widths.pop()
-    with _replacing(Path(out_path)) as tmp:
+    with replacing(Path(out_path)) as tmp:
         out = np.lib.format.open_memmap(
             tmp, mode='w+', dtype=np.float32, shape=(sum(len(r) for r in runs), n_voxels)
         )
@@ -114,23 +113,3 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
         del out
     del runs
     return np.load(out_path, mmap_mode='r')
-
-
-class _replacing:
-    """Context manager: a temporary path in ``path``'s folder, moved onto ``path`` on success."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.',
-                                        suffix='.tmp')  # fmt: skip
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)

@@ -60,6 +60,21 @@ def clean_dictionary(raw_runs: Sequence[np.ndarray], specs: Sequence[CleanSpec])
     return concatenate_runs([clean(raw, spec) for raw, spec in zip(raw_runs, specs, strict=True)])
 
 
+def sample_clock(specs: Sequence[CleanSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """Return each kept sample's time on its run's clock (s) and its run index, runs stacked.
+
+    What :func:`~bids_syncact.core.selection.choose_alpha` cuts its blocks and gaps by.
+
+    >>> spec = CleanSpec(n_vols=14, t_r=2.0, sample_mask=np.arange(2, 14))
+    >>> times, runs = sample_clock([spec, spec])
+    >>> times[:3].tolist(), runs[[0, 12]].tolist()
+    ([4.0, 6.0, 8.0], [0, 1])
+    """
+    times = np.concatenate([spec.sample_mask * spec.t_r for spec in specs])
+    runs = np.concatenate([np.full(spec.n_kept, r) for r, spec in enumerate(specs)])
+    return times, runs
+
+
 def fit_layer(
     raw_runs: Sequence[np.ndarray],
     specs: Sequence[CleanSpec],
@@ -107,8 +122,7 @@ def fit_layer(
     zero_units = ~np.any(D != 0, axis=0)
     choice = None
     if alpha is None:
-        times = np.concatenate([s.sample_mask * s.t_r for s in specs])
-        runs = np.concatenate([np.full(s.n_kept, r) for r, s in enumerate(specs)])
+        times, runs = sample_clock(specs)
         choice = choose_alpha(D, S, times, runs, seed=seed, device=device, n_threads=n_threads)
         alpha = choice.alpha
     codes = sparse_code(D, S, alpha, device=device, n_threads=n_threads)

@@ -8,7 +8,6 @@ asked) from the runs' synchronized activations, then written to OUTPUT_DIR.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -19,7 +18,7 @@ from nipype.pipeline import engine as pe
 from bids_syncact.bids.boldmaps import boldmap_path, common_entities
 from bids_syncact.bids.cache import bids_label
 from bids_syncact.bids.derivatives import bids_uri, dataset_links
-from bids_syncact.bids.discovery import RunPlan
+from bids_syncact.bids.discovery import RunPlan, by_subject_and_task
 from bids_syncact.bids.features import PreparedCNN
 from bids_syncact.config import Config
 from bids_syncact.interfaces.coupling import (
@@ -66,10 +65,7 @@ def add_coupling_nodes(
     coupling = config.coupling
     threads = config.execution.omp_nthreads or config.execution.nprocs or os.cpu_count() or 1
     links = dataset_links(config.inputs.bids_dir, config.inputs.fmriprep_dir)
-    groups: dict[tuple[str, str], list[RunPlan]] = defaultdict(list)
-    for plan in plans:
-        groups[str(plan.entities['subject']), str(plan.entities['task'])].append(plan)
-    for (subject, task), group in sorted(groups.items()):
+    for (subject, task), group in by_subject_and_task(plans).items():
         tag = f'task{bids_label(task)}{subject_tag(subject)}'
         size_gb = sum(p.n_vols for p in group) * _BYTES_PER_SAMPLE * _grid_voxels(group[0]) / 1e9
         mask = pe.Node(BrainMask(mask_files=[str(p.mask) for p in group]), name=f'mask_{tag}')

@@ -97,28 +97,25 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     InputDataError
         With the run and what to change.
     """
-    from collections import defaultdict
-
-    import numpy as np
-
     from bids_syncact.bids.bold import clean_spec_for_run
+    from bids_syncact.bids.discovery import by_subject_and_task
+    from bids_syncact.core.fbn import sample_clock
     from bids_syncact.core.nulls import draw_shifts
     from bids_syncact.core.selection import blocked_folds
 
     coupling = config.coupling
-    groups: dict[tuple[str, str], list] = defaultdict(list)
-    for plan in plans:
-        spec = clean_spec_for_run(
-            plan.preproc_bold, strategy=coupling.confounds_strategy, t_r=plan.t_r,
-            n_vols=plan.n_vols, drop_volumes=plan.drop_volumes,
-            high_pass=coupling.effective_high_pass,
-        )  # fmt: skip
-        groups[str(plan.entities['subject']), str(plan.entities['task'])].append(spec)
-    for (subject, task), specs in groups.items():
+    for (subject, task), group in by_subject_and_task(plans).items():
+        specs = [
+            clean_spec_for_run(
+                plan.preproc_bold, strategy=coupling.confounds_strategy, t_r=plan.t_r,
+                n_vols=plan.n_vols, drop_volumes=plan.drop_volumes,
+                high_pass=coupling.effective_high_pass,
+            )
+            for plan in group
+        ]  # fmt: skip
         if coupling.alpha is None:
             try:
-                blocked_folds(np.concatenate([s.sample_mask * s.t_r for s in specs]),
-                              np.concatenate([np.full(s.n_kept, r) for r, s in enumerate(specs)]))  # fmt: skip
+                blocked_folds(*sample_clock(specs))
             except InputDataError as err:
                 raise InputDataError(f'sub-{subject} task-{task}: {err}') from None
         if coupling.n_nulls:

@@ -18,7 +18,7 @@ from nipype.pipeline import engine as pe
 
 from bids_syncact import __version__
 from bids_syncact.bids.cache import bids_label, file_sha256
-from bids_syncact.bids.discovery import RunPlan
+from bids_syncact.bids.discovery import RunPlan, by_subject_and_task
 from bids_syncact.bids.features import PreparedCNN
 from bids_syncact.config import Config
 from bids_syncact.interfaces.stimulus import StimulusFeatures, SynchronizeRun
@@ -94,10 +94,7 @@ def init_stimulus_wf(
     if config.cnn.features_only:
         return workflow, {}
 
-    groups: dict[tuple[str, str], list[RunPlan]] = defaultdict(list)
-    for plan in plans:
-        groups[str(plan.entities['subject']), str(plan.entities['task'])].append(plan)
-    for (subject, task), group in sorted(groups.items()):
+    for (subject, task), group in by_subject_and_task(plans).items():
         shas = sorted({sha256_of[p] for plan in group for p in _paths(plan)})
         for cnn, spec in prepared.items():
             merge = pe.Node(
