@@ -389,6 +389,8 @@ def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
     lines = [
         (f'Recovery of the planted units ({truth["CNN"]} {truth["Layer"]}), mean over '
          f'{len(spec.subjects)} subjects: spatial r, detection AUC, leakage'),
+        (f"  (AUC of |map|: the unit's blob, planted > {demo_recovery.BLOB_LEVEL:g}, against "
+         'voxels outside every planted blob; leakage: mean |map| over the other blobs / its own)'),
         head, f'{"":25}' + '|    r     AUC    leakage   ' * len(METHODS),
     ]  # fmt: skip
     for j, unit in enumerate(units):

@@ -32,6 +32,7 @@ from bids_syncact.core.nulls import (
     allowed_shifts,
     draw_shifts,
     empirical_p,
+    fwe_minimum_nulls,
     fwe_threshold,
     p_to_z,
 )
@@ -192,6 +193,25 @@ def test_fwe_threshold_at_most_level_exceed(n_nulls, rng):
     max_null = rng.permutation(np.arange(1.0, n_nulls + 1.0))[:, None]
     threshold = fwe_threshold(max_null)
     assert (max_null > threshold).mean() <= 0.05
+
+
+@pytest.mark.parametrize('n_nulls', [19, 20, 30, 39, 40, 99, 100, 137])
+def test_fwe_threshold_holds_the_rate_under_exchangeability(n_nulls):
+    # Under the null, the real maximum is one of N + 1 exchangeable values: each rank is equally
+    # likely, so the exact rate is the share of ranks whose value exceeds the other N's threshold.
+    values = np.arange(1.0, n_nulls + 2.0)
+    exceed = [
+        values[i] > fwe_threshold(np.delete(values, i)[:, None])[0] for i in range(n_nulls + 1)
+    ]
+    rate = np.mean(exceed)
+    assert rate <= 0.05
+    assert rate == np.floor(0.05 * (n_nulls + 1) + 1e-9) / (n_nulls + 1)  # no more conservative
+
+
+@pytest.mark.parametrize('n_nulls', [1, 10, 18])
+def test_fwe_threshold_is_nan_below_19_nulls(n_nulls):
+    assert fwe_minimum_nulls() == 19
+    assert np.all(np.isnan(fwe_threshold(np.ones((n_nulls, 3)))))
 
 
 # --- core/fbn.py ------------------------------------------------------------------------------

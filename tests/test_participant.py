@@ -17,7 +17,7 @@ from scipy.stats import norm
 from bids_syncact.bids.derivatives import PYBIDS_CONFIG
 from bids_syncact.cli.run import main
 from bids_syncact.demo import DemoSpec, make_dataset
-from bids_syncact.workflows.execute import plugin_settings
+from bids_syncact.workflows.execute import node_threads, plugin_settings
 
 from .conftest import assert_refused
 
@@ -112,7 +112,8 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
         shifts = np.array(meta['NullShifts'])
         assert shifts.shape == (4, 2)
         assert np.all(np.minimum(shifts, SHORT.n_vols * SHORT.t_r - shifts) >= 60)
-        assert len(meta['FWEThreshold']) == len(meta['UnitIndices'])
+        assert meta['FWEThreshold'] == [None] * len(meta['UnitIndices'])  # 4 < 19 nulls
+        assert 'at least 19 are needed' in meta['FWEThresholdDescription']
         z = np.asarray(nib.load(path.with_name(path.name[:-5] + '.nii.gz')).dataobj)
         coef = nib.load(str(path).replace('stat-z', 'stat-coef')[:-5] + '.nii.gz')
         subject = path.name.split('_')[0]
@@ -155,6 +156,51 @@ def test_a_rerun_resumes_and_a_fresh_one_writes_the_same_bytes(short_run, tmp_pa
     assert main([str(bids), str(fresh), 'participant', '-w', str(tmp_path / 'w'), *ARGS]) == 0
     for path, data in before.items():
         assert (fresh / path.relative_to(out)).read_bytes() == data, path.name
+
+
+def test_a_rerun_redoes_only_what_a_changed_input_touches(cli, dataset, tmp_path):
+    out, work = tmp_path / 'out', tmp_path / 'work'
+    args = (dataset, out, 'participant', *FAST, '--participant-label', '01', '-w', work)
+    assert cli(*args, '--nprocs', '2', process=True).code == 0
+    denoise, couple = _results(work, 'denoise'), _results(work, 'couple')
+    assert len(denoise) == 2
+    assert len(couple) == 1
+    # threads and device say where it runs, not what it computes: nothing is redone
+    assert cli(*args, '--nprocs', '1', '--omp-nthreads', '1', process=True).code == 0
+    assert _results(work, 'denoise') == denoise
+    assert _results(work, 'couple') == couple
+    # fMRIPrep rewrote one run's confounds (same content, new time): that run and the coupling
+    # are redone, the other run is not
+    confounds = next(dataset.rglob('sub-01_*run-1_desc-confounds_timeseries.tsv'))
+    os.utime(confounds, ns=(confounds.stat().st_atime_ns, confounds.stat().st_mtime_ns + 10**9))
+    assert cli(*args, process=True).code == 0
+    again = _results(work, 'denoise')
+    changed = {name for name in denoise if again[name] != denoise[name]}
+    assert changed == {name for name in denoise if 'run1' in name or 'run-1' in name}
+    assert len(changed) == 1
+    assert _results(work, 'couple') != couple
+
+
+def test_writing_maps_without_nulls_removes_the_z_map_an_earlier_run_made(tmp_path):
+    from bids_syncact.interfaces.coupling import WriteBoldmaps
+
+    made = tmp_path / 'node'
+    made.mkdir()
+    (made / 'coef.nii.gz').write_bytes(b'coef')
+    (made / 'coef.json').write_text('{"Alpha": 0.1}')
+    out = tmp_path / 'out'
+    out.mkdir()
+    paths = {stat: out / f'sub-01_stat-{stat}_boldmap.nii.gz' for stat in ('coef', 'z')}
+    stale = [paths['z'], out / 'sub-01_stat-z_boldmap.json']
+    for path in stale:
+        path.write_text('from an earlier run with nulls')
+    WriteBoldmaps(
+        map_files=[str(made / 'coef.nii.gz')], sidecar_files=[str(made / 'coef.json')],
+        stats=['coef'], out_paths={k: str(v) for k, v in paths.items()},
+    ).run(cwd=str(tmp_path))  # fmt: skip
+    assert not any(path.exists() for path in stale)
+    assert paths['coef'].read_bytes() == b'coef'
+    assert json.loads((out / 'sub-01_stat-coef_boldmap.json').read_text()) == {'Alpha': 0.1}
 
 
 def test_nulls_are_refused_before_any_work_when_runs_are_too_short(cli, dataset, tmp_path):
@@ -205,7 +251,9 @@ def test_a_plugin_file_chooses_the_nipype_plugin(cli, dataset, tmp_path):
     assert len(_maps(out)) == 1
 
 
-@pytest.mark.parametrize('text', ['plugin: [unclosed', 'plugin_args: {n_procs: 2}', '- a'])
+@pytest.mark.parametrize(
+    'text', ['plugin: [unclosed', 'plugin_args: {n_procs: 2}', '- a', 'plugin: MultiProcess']
+)
 def test_a_bad_plugin_file_is_one_line(cli, dataset, tmp_path, text):
     plugin = tmp_path / 'plugin.yml'
     plugin.write_text(text)
@@ -214,24 +262,81 @@ def test_a_bad_plugin_file_is_one_line(cli, dataset, tmp_path, text):
     assert_refused(result, 64, '--nipype-plugin-file')
 
 
-def test_nprocs_and_mem_gb_override_the_plugin_file(tmp_path):
+def _plugin_config(tmp_path, **execution):
     from bids_syncact.config import Config, ExecutionConfig, InputConfig
 
+    inputs = InputConfig(bids_dir=tmp_path, fmriprep_dir=tmp_path)
+    return Config(
+        analysis_level='participant', output_dir=tmp_path, inputs=inputs,
+        execution=ExecutionConfig(work_dir=tmp_path, **execution),
+    )  # fmt: skip
+
+
+def test_nprocs_and_mem_gb_override_the_plugin_file(tmp_path):
     plugin = tmp_path / 'plugin.yml'
     plugin.write_text('plugin: MultiProc\nplugin_args: {n_procs: 8, memory_gb: 30}\n')
-    inputs = InputConfig(bids_dir=tmp_path, fmriprep_dir=tmp_path)
 
     def settings(**execution):
-        return plugin_settings(Config(
-            analysis_level='participant', output_dir=tmp_path, inputs=inputs,
-            execution=ExecutionConfig(work_dir=tmp_path, **execution),
-        ))  # fmt: skip
+        return plugin_settings(_plugin_config(tmp_path, **execution))
 
-    assert settings(nipype_plugin_file=plugin) == ('MultiProc', {'n_procs': 8, 'memory_gb': 30})
+    pool = {'mp_context': 'forkserver', 'raise_insufficient': False}
+    assert settings(nipype_plugin_file=plugin) == (
+        'MultiProc', {'n_procs': 8, 'memory_gb': 30, **pool})  # fmt: skip
     assert settings(nipype_plugin_file=plugin, nprocs=2, mem_gb=4.5) == (
-        'MultiProc', {'n_procs': 2, 'memory_gb': 4.5})  # fmt: skip
+        'MultiProc', {'n_procs': 2, 'memory_gb': 4.5, **pool})  # fmt: skip
     assert settings(nprocs=1) == ('Linear', {})
     name, args = settings(nprocs=3, mem_gb=2.0)
     assert name == 'MultiProc'
-    assert (args['n_procs'], args['memory_gb']) == (3, 2.0)
+    assert args == {'n_procs': 3, 'memory_gb': 2.0, **pool}
     assert os.cpu_count()  # the default n_procs is the machine's
+
+
+def test_a_plugin_file_keeps_its_own_pool_settings(tmp_path):
+    plugin = tmp_path / 'plugin.yml'
+    plugin.write_text('plugin: MultiProc\nplugin_args: {mp_context: spawn, raise_insufficient: '
+                      'true}\n')  # fmt: skip
+    _, args = plugin_settings(_plugin_config(tmp_path, nipype_plugin_file=plugin))
+    assert args == {'mp_context': 'spawn', 'raise_insufficient': True}
+
+
+@pytest.mark.parametrize(('text', 'execution', 'expected'), [
+    # a node never asks for more threads than the plugin file's pool has
+    ('plugin: MultiProc\nplugin_args: {n_procs: 2}', {'omp_nthreads': 8}, 2),
+    ('plugin: MultiProc\nplugin_args: {n_procs: 6}', {'omp_nthreads': 4}, 4),
+    ('plugin: MultiProc\nplugin_args: {n_procs: 3}', {}, 3),
+    ('plugin: MultiProc\nplugin_args: {n_procs: 6}', {'nprocs': 2, 'omp_nthreads': 4}, 2),
+    (None, {'nprocs': 4, 'omp_nthreads': 16}, 4),
+    (None, {'nprocs': 4}, 4),
+    ('plugin: SLURM\nplugin_args: {sbatch_args: "-c 4"}', {'nprocs': 4, 'omp_nthreads': 2}, 2),
+])  # fmt: skip
+def test_node_threads_fit_the_pool(tmp_path, text, execution, expected):
+    if text is not None:
+        plugin = tmp_path / 'plugin.yml'
+        plugin.write_text(text)
+        execution = {**execution, 'nipype_plugin_file': plugin}
+    assert node_threads(_plugin_config(tmp_path, **execution)) == expected
+
+
+def _crash(tmp_path, node: str, line: str) -> Path:
+    path = tmp_path / f'crash-20261129-000000-root-{node}-0a1b.txt'
+    path.write_text(f'Node: {node}\nTraceback (most recent call last):\n  File "x"\n{line}\n')
+    return path
+
+
+@pytest.mark.parametrize('stopped', [False, True])
+def test_when_every_subject_fails_they_are_all_named(tmp_path, stopped):
+    from bids_syncact.workflows.execute import _failure
+
+    crashes = [
+        _crash(tmp_path, f'denoise_taskmovierun1__sub{s}', f'bids_syncact.errors.InputDataError: '
+               f'sub-{s}_task-movie_run-1: BOLD is truncated')
+        for s in ('01', '02')
+    ]  # fmt: skip
+    err = _failure(crashes, RuntimeError('x'), ['01', '02'], stopped)
+    assert err.exit_code == 65  # the error's own class: every subject failed the same way
+    assert str(err).startswith('every subject failed (sub-01, sub-02); first: sub-01_task-movie')
+    assert '\n' not in str(err)
+
+    some = _failure(crashes[:1], RuntimeError('x'), ['01', '02', '03'], False)
+    assert some.exit_code == 1
+    assert str(some).startswith('1 of 3 subject(s) failed: sub-01; the others finished.')

@@ -225,7 +225,17 @@ def kkt_violation(D: np.ndarray, S: np.ndarray, A: np.ndarray, alpha: float) -> 
 
 
 def condition_number(D: np.ndarray) -> float:
-    """Return the condition number of ``D'D`` (ratio of its extreme eigenvalues)."""
+    """Return the condition number of ``D'D`` (ratio of its extreme eigenvalues).
+
+    Infinite when ``D'D`` is singular, NaN when ``D`` has no column (every unit was zero).
+
+    >>> condition_number(np.eye(3)[:, :2] * [1.0, 2.0])
+    4.0
+    >>> condition_number(np.zeros((5, 0)))
+    nan
+    """
+    if D.shape[1] == 0:
+        return float('nan')
     eig = np.linalg.eigvalsh(np.asarray(D, dtype=np.float64).T @ np.asarray(D, np.float64))
     return float(np.inf if eig[0] <= 0 else eig[-1] / eig[0])
 

@@ -248,7 +248,7 @@ def clean(signals: np.ndarray, spec: CleanSpec) -> np.ndarray:
         confounds=None if spec.confounds is None else spec.confounds.copy(),
         standardize_confounds=True,
         filter='cosine' if cosines else False,
-        high_pass=spec.high_pass,
+        high_pass=spec.high_pass if cosines else None,
         t_r=spec.t_r,
     )
     floor = ZERO_RELATIVE_NORM * _column_norms(x[spec.sample_mask])

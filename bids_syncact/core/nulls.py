@@ -119,7 +119,7 @@ def p_to_z(p: np.ndarray, n_nulls: int) -> np.ndarray:
 
 
 def fwe_threshold(max_null: np.ndarray, level: float = FWE_LEVEL) -> np.ndarray:
-    """Return per unit the ``|a|`` above which a coefficient is significant, family-wise.
+    """Return per unit the ``|a|`` a coefficient must exceed (strictly) to be significant.
 
     Parameters
     ----------
@@ -131,13 +131,33 @@ def fwe_threshold(max_null: np.ndarray, level: float = FWE_LEVEL) -> np.ndarray:
     Returns
     -------
     ndarray of shape (K,)
-        The ``1 - level`` quantile of each unit's maxima (the next order statistic up): at most
-        ``level`` of the nulls exceed it anywhere in the brain.
+        The ``m``-th largest of each unit's null maxima, ``m = floor(level (N + 1))``. Under
+        the null the real maximum and the N null maxima are exchangeable, so the real one is
+        strictly above the ``m``-th largest with probability at most ``m / (N + 1) <= level``.
+        NaN when ``N + 1 < 1 / level`` (fewer than 19 nulls at 0.05): no threshold can hold
+        the rate.
 
     Examples
     --------
     >>> fwe_threshold(np.arange(1.0, 21.0)[:, None]).tolist()
     [20.0]
+    >>> fwe_threshold(np.arange(1.0, 100.0)[:, None]).tolist()
+    [95.0]
+    >>> fwe_threshold(np.arange(1.0, 11.0)[:, None]).tolist()
+    [nan]
     """
-    return np.quantile(np.asarray(max_null, dtype=np.float64), 1.0 - level, axis=0,
-                       method='higher')  # fmt: skip
+    max_null = np.asarray(max_null, dtype=np.float64)
+    n_nulls = max_null.shape[0]
+    rank = int(np.floor(level * (n_nulls + 1) + 1e-9))  # the m-th largest
+    if rank < 1:
+        return np.full(max_null.shape[1:], np.nan)
+    return np.sort(max_null, axis=0)[n_nulls - rank]
+
+
+def fwe_minimum_nulls(level: float = FWE_LEVEL) -> int:
+    """Return the fewest nulls for which :func:`fwe_threshold` exists (19 at 0.05).
+
+    >>> fwe_minimum_nulls()
+    19
+    """
+    return int(np.ceil(1.0 / level - 1e-9)) - 1

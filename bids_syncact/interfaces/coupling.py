@@ -28,14 +28,14 @@ from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import TIME_COLUMN
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
 from bids_syncact.core.fbn import LayerFit, fit_layer
-from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S
+from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
 from bids_syncact.errors import InputDataError
 
 LOGGER = logging.getLogger('bids_syncact.coupling')
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
-    mask_files = traits.List(traits.Str, mandatory=True, desc="each run's brain mask")
+    mask_files = traits.List(File(exists=True), mandatory=True, desc="each run's brain mask")
 
 
 class _BrainMaskOutputSpec(TraitedSpec):
@@ -57,6 +57,9 @@ class BrainMask(SimpleInterface):
 
 class _DenoiseBoldInputSpec(BaseInterfaceInputSpec):
     run_plan = traits.Dict(mandatory=True, desc="the run's entry of the plan")
+    # the files again as File inputs: a changed fMRIPrep output (size or time) reruns the node
+    bold_file = File(exists=True, mandatory=True, desc="fMRIPrep's preprocessed BOLD")
+    confounds_file = File(exists=True, mandatory=True, desc='its confounds TSV')
     mask_file = File(exists=True, mandatory=True)
     confounds_strategy = traits.Enum('simple', 'scrubbing', 'compcor', 'none', mandatory=True)
     high_pass = traits.Either(None, traits.Float, usedefault=True, desc='cosine high-pass (Hz)')
@@ -76,7 +79,7 @@ class DenoiseBold(SimpleInterface):
 
     def _run_interface(self, runtime):
         plan, cwd = self.inputs.run_plan, Path(runtime.cwd)
-        bold = Path(plan['files']['preproc_bold'])
+        bold = Path(self.inputs.bold_file)
         spec = clean_spec_for_run(
             bold, strategy=self.inputs.confounds_strategy, t_r=plan['RepetitionTime'],
             n_vols=plan['n_vols'], drop_volumes=tuple(plan['drop_volumes']),
@@ -121,8 +124,9 @@ class _CoupleLayerInputSpec(BaseInterfaceInputSpec):
     alpha = traits.Either(None, traits.Float, usedefault=True, desc='None: auto')
     n_nulls = traits.Int(0, usedefault=True)
     seed = traits.Int(0, usedefault=True)
-    device = traits.Enum('auto', 'cpu', 'cuda', usedefault=True)
-    n_threads = traits.Either(None, traits.Int, usedefault=True)
+    # where and how fast it runs, not what it computes: a rerun with more threads resumes
+    device = traits.Enum('auto', 'cpu', 'cuda', usedefault=True, nohash=True)
+    n_threads = traits.Int(1, usedefault=True, nohash=True, desc='solver threads')
     sidecar = traits.Dict(desc='settings every sidecar records')
     sources = traits.List(traits.Str, desc='BIDS URIs of the BOLD, masks and confounds')
     output_dir = traits.Str(mandatory=True, desc='OUTPUT_DIR, for the URIs of the sync tables')
@@ -198,6 +202,13 @@ class WriteBoldmaps(SimpleInterface):
             path = Path(inputs.out_paths[stat])
             write_boldmap(path, Path(data).read_bytes(), json.loads(Path(sidecar).read_text()))
             written.append(str(path))
+        for stat in set(inputs.out_paths) - set(inputs.stats):
+            # a map this run did not make (z without --n-nulls) must not outlive its settings
+            stale = Path(inputs.out_paths[stat])
+            for path in (stale, stale.with_name(stale.name.removesuffix('.nii.gz') + '.json')):
+                if path.exists():
+                    LOGGER.warning('Removing %s: this run made no such map', path.name)
+                    path.unlink()
         self._results['out_files'] = written
         return runtime
 
@@ -256,11 +267,14 @@ def _stat_maps(fit: LayerFit, specs, n_nulls: int):
         'NullShiftsUnits': 's, per null and run',
         'MinimumShift': MIN_SHIFT_S,
         'FWELevel': FWE_LEVEL,
-        'FWEThreshold': [float(x) for x in fit.fwe_threshold],
+        'FWEThreshold': [None if np.isnan(x) else float(x) for x in fit.fwe_threshold],
         'FWEThresholdDescription': (
-            'per unit: |coefficient| (stat-coef) above which a voxel is significant family-wise '
-            f'at {FWE_LEVEL:g}, the {1 - FWE_LEVEL:g} quantile of the largest |null coefficient|'
-            ' over voxels'
+            'per unit: |coefficient| (stat-coef) that a voxel must strictly exceed to be '
+            f'significant family-wise at {FWE_LEVEL:g}: the floor({FWE_LEVEL:g} (N + 1))-th '
+            'largest of the N nulls\' largest |coefficient| over voxels'
+            + ('' if n_nulls >= fwe_minimum_nulls() else (
+                f'; null: {n_nulls} nulls cannot hold the rate, at least '
+                f'{fwe_minimum_nulls()} are needed'))
         ),
     }  # fmt: skip
 
@@ -280,7 +294,7 @@ def coef_sidecar(fit: LayerFit, specs, *, units, layer, settings, sources) -> di
         **settings,
         'Alpha': fit.alpha,
         'AlphaSelection': selection if selection else 'given (--alpha)',
-        'ConditionNumber': fit.condition_number,
+        'ConditionNumber': fit.condition_number if np.isfinite(fit.condition_number) else None,
         'VarianceInflation': [
             None if not np.isfinite(v) else float(v) for v in fit.variance_inflation
         ],

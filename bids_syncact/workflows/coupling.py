@@ -7,7 +7,6 @@ asked) from the runs' synchronized activations, then written to OUTPUT_DIR.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -28,6 +27,7 @@ from bids_syncact.interfaces.coupling import (
     StackRuns,
     WriteBoldmaps,
 )
+from bids_syncact.workflows.execute import node_threads
 from bids_syncact.workflows.stimulus import run_tag, sidecar_settings, subject_tag
 
 #: Bytes per voxel and volume a node holds at most (memmaps counted whole), for Nipype's
@@ -35,9 +35,9 @@ from bids_syncact.workflows.stimulus import run_tag, sidecar_settings, subject_t
 _BYTES_PER_SAMPLE = 4 * 3
 
 
-def _grid_voxels(plan: RunPlan) -> int:
-    """Voxels of the run's grid (an upper bound of those in the mask), from the header only."""
-    return int(np.prod(nib.load(plan.mask).shape[:3]))
+def _mask_voxels(plan: RunPlan) -> int:
+    """Voxels in the run's brain mask: an upper bound of those in the intersection of runs."""
+    return int(np.count_nonzero(np.asarray(nib.load(plan.mask).dataobj)))
 
 
 def add_coupling_nodes(
@@ -63,11 +63,11 @@ def add_coupling_nodes(
         :class:`SynchronizeRun` nodes by (subject, task, CNN), one per run.
     """
     coupling = config.coupling
-    threads = config.execution.omp_nthreads or config.execution.nprocs or os.cpu_count() or 1
+    threads = node_threads(config)
     links = dataset_links(config.inputs.bids_dir, config.inputs.fmriprep_dir)
     for (subject, task), group in by_subject_and_task(plans).items():
         tag = f'task{bids_label(task)}{subject_tag(subject)}'
-        size_gb = sum(p.n_vols for p in group) * _BYTES_PER_SAMPLE * _grid_voxels(group[0]) / 1e9
+        size_gb = sum(p.n_vols for p in group) * _BYTES_PER_SAMPLE * _mask_voxels(group[0]) / 1e9
         mask = pe.Node(BrainMask(mask_files=[str(p.mask) for p in group]), name=f'mask_{tag}')
         stack = pe.Node(StackRuns(), name=f'stack_{tag}', mem_gb=size_gb)
         bolds = pe.Node(niu.Merge(len(group)), name=f'bolds_{tag}')
@@ -75,7 +75,8 @@ def add_coupling_nodes(
         for index, plan in enumerate(group, start=1):
             denoise = pe.Node(
                 DenoiseBold(
-                    run_plan=plan.to_dict(), confounds_strategy=coupling.confounds_strategy,
+                    run_plan=plan.to_dict(), bold_file=str(plan.preproc_bold),
+                    confounds_file=str(plan.confounds), confounds_strategy=coupling.confounds_strategy,
                     high_pass=coupling.effective_high_pass,
                     smoothing_fwhm=coupling.smoothing_fwhm or None,
                 ),

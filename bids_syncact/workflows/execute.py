@@ -13,12 +13,15 @@ import yaml
 from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 from nipype.pipeline import engine as pe
+from nipype.pipeline import plugins as nipype_plugins
 
 from bids_syncact import errors
 from bids_syncact.config import Config
 
 LOGGER = logging.getLogger('bids_syncact.execute')
 _SUBJECT = re.compile(r'__sub([A-Za-z0-9]+)(?:-|$)')
+#: The plugins that run nodes in a pool of local processes, sized by ``n_procs``.
+_LOCAL_POOLS = ('MultiProc', 'LegacyMultiProc')
 _ERROR_LINE = re.compile(r'^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$')
 
 
@@ -89,18 +92,34 @@ def plugin_settings(config: Config) -> tuple[str, dict[str, Any]]:
         plugin, args = _read_plugin_file(execution.nipype_plugin_file)
     else:
         n_procs = execution.nprocs or os.cpu_count() or 1
-        plugin, args = ('Linear', {}) if n_procs == 1 else (
-            # forkserver: workers start clean, never forked from a process whose torch thread
-            # pool (or CUDA context) is already running, which deadlocks or breaks the child.
-            'MultiProc', {'n_procs': n_procs, 'raise_insufficient': False,
-                          'mp_context': 'forkserver'},
-        )  # fmt: skip
-    if plugin in ('MultiProc', 'LegacyMultiProc'):
+        plugin, args = ('Linear', {}) if n_procs == 1 else ('MultiProc', {'n_procs': n_procs})
+    if plugin in _LOCAL_POOLS:
+        # forkserver: workers start clean, never forked from a process whose torch thread
+        # pool (or CUDA context) is already running, which deadlocks or breaks the child. A
+        # node asking for more threads or memory than the pool has runs alone, not never.
+        args.setdefault('mp_context', 'forkserver')
+        args.setdefault('raise_insufficient', False)
         if execution.nprocs:
             args['n_procs'] = execution.nprocs
         if execution.mem_gb:
             args['memory_gb'] = execution.mem_gb
     return plugin, args
+
+
+def node_threads(config: Config) -> int:
+    """Return the threads one node may use: ``--omp-nthreads``, at most the pool's processes.
+
+    With a local pool (MultiProc, from the command line or a plugin file) a node never asks for
+    more threads than the pool has, or the scheduler could never start it. Without
+    ``--omp-nthreads``, one node may use the whole pool (Nipype's resource-aware scheduler
+    then runs it alone); on a cluster plugin, the cores of this machine or ``--nprocs``.
+    """
+    execution = config.execution
+    plugin, args = plugin_settings(config)
+    pool = execution.nprocs or os.cpu_count() or 1
+    if plugin in _LOCAL_POOLS:
+        pool = int(args.get('n_procs') or os.cpu_count() or 1)
+    return max(1, min(execution.omp_nthreads or pool, pool))
 
 
 def _read_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
@@ -112,6 +131,13 @@ def _read_plugin_file(path: Path) -> tuple[str, dict[str, Any]]:
         raise errors.UsageError(
             f'--nipype-plugin-file {path}: give a mapping with "plugin: NAME" (e.g. MultiProc, '
             'SLURM) and optional "plugin_args: {...}"'
+        )
+    known = sorted(name[: -len('Plugin')] for name in dir(nipype_plugins)
+                   if name.endswith('Plugin') and name != 'Plugin')  # fmt: skip
+    if settings['plugin'] not in known:
+        raise errors.UsageError(
+            f'--nipype-plugin-file {path}: unknown Nipype plugin "{settings["plugin"]}"; '
+            f'choose one of {", ".join(known)}'
         )
     args = settings.get('plugin_args') or {}
     if not isinstance(args, dict):
@@ -161,6 +187,10 @@ def _failure(
             f'{len(failed)} of {len(subjects)} subject(s) failed: '
             f'{", ".join("sub-" + s for s in failed)}; the others finished. First error: '
             f'{message}{more}; {where}'
+        )
+    if failed and not shared and len(failed) == len(subjects) > 1:
+        message = (
+            f'every subject failed ({", ".join("sub-" + s for s in failed)}); first: {message}'
         )
     return cls(f'{message}{more}; {where}')
 
