@@ -32,7 +32,7 @@ from bids_syncact._demo import movie as demo_movie
 from bids_syncact._demo import recovery as demo_recovery
 from bids_syncact._demo import truth as demo_truth
 from bids_syncact._demo.signals import cosine_basis, synthesize_bold
-from bids_syncact.bids.cache import file_sha256
+from bids_syncact.bids.cache import bids_label, file_sha256
 from bids_syncact.bids.io import atomic_write_json
 
 SPACE = 'MNI152NLin2009cAsym'
@@ -370,10 +370,35 @@ def main(argv: list[str] | None = None) -> int:
     code = run_app(command)
     if code == 0:
         print(recovery_report(out, root, truth, spec))
+        group = [str(root), str(out), 'group', '-w', str(work)]
+        print('Running: bids-syncact ' + ' '.join(group), flush=True)
+        code = run_app(group)
+    if code == 0:
+        print(group_labels_report(out, truth))
         print(f'Demo finished.\n  dataset:      {root}\n  ground truth: '
               f'{root / "sourcedata" / "groundtruth"}\n  plan:         {work / "plan.json"}\n'
               f'  outputs:      {out}')  # fmt: skip
     return code
+
+
+def group_labels(out: Path, truth: dict) -> dict[int, tuple[str, str]]:
+    """Return per planted unit its planted network and its group-level label."""
+    layer = bids_label(truth['Layer'])
+    path = next(out.glob(f'task-*_cnn-{truth["CNN"]}_layer-{layer}_desc-group_annotations.tsv'))
+    table = pd.read_csv(path, sep='\t').drop_duplicates('unit').set_index('unit')
+    return {
+        int(unit): (truth['Networks'][str(unit)], str(table.loc[int(unit), 'label']))
+        for unit in truth['Units']
+    }
+
+
+def group_labels_report(out: Path, truth: dict) -> str:
+    """Say which planted units the group level labels with their planted network."""
+    labels = group_labels(out, truth)
+    lines = [f'Group-level labels of the planted units ({truth["CNN"]} {truth["Layer"]}):']
+    lines += [f'{unit:>6} planted {planted:<18} labelled {label}'
+              for unit, (planted, label) in labels.items()]  # fmt: skip
+    return '\n'.join(lines)
 
 
 def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:

@@ -32,8 +32,6 @@ CONTRACT_OPTIONS = [
 
 #: A valid value for each option whose stage is not built yet.
 UNBUILT_EXAMPLES = {
-    'cnn_accuracy': ['--cnn-accuracy', 'mynet=71.2'],
-    'reference_networks': ['--reference-networks', 'seitzman2018'],
     'reports_only': ['--reports-only'],
 }
 
@@ -93,10 +91,6 @@ def test_bad_usage_is_one_line_and_exit_64(capsys, argv):
 def test_unknown_analysis_level_is_17(cli):
     result = cli('/data', '/out', 'subject')
     assert_refused(result, 17, "unknown analysis level 'subject'", 'participant or group')
-
-
-def test_group_level_names_its_missing_stage(cli):
-    assert_refused(cli('/data', '/out', 'group'), 64, 'group level', 'not built')
 
 
 def test_every_unbuilt_stage_has_an_example():

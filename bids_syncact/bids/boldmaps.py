@@ -73,7 +73,7 @@ def boldmap_bytes(maps: np.ndarray, mask_img: nib.Nifti1Image, stat: str) -> byt
     inside = np.asarray(mask_img.dataobj) > 0
     if maps.shape[1] != int(inside.sum()):
         raise ValueError(f'{maps.shape[1]} voxels of maps for a mask of {int(inside.sum())}')
-    volume = np.zeros((*inside.shape, maps.shape[0]), dtype=np.float32)
+    volume = np.full((*inside.shape, maps.shape[0]), np.nan, dtype=np.float32)  # NaN: no data
     volume[inside] = np.asarray(maps, dtype=np.float32).T
     header = mask_img.header.copy()
     header.set_data_dtype(np.float32)

@@ -174,9 +174,11 @@ def synchronized_table(
 
 
 def write_table(path: Path, table: pd.DataFrame, sidecar: Mapping[str, Any]) -> Path:
-    """Write a TSV and its JSON sidecar, the sidecar first, each atomically."""
+    """Write a TSV (missing values as ``n/a``) and its JSON sidecar, the sidecar first, atomically."""
     atomic_write_json(path.with_suffix('.json'), json.loads(json.dumps(sidecar, default=str)))
-    return atomic_write_text(path, table.to_csv(sep='\t', index=False, float_format='%.9g'))
+    return atomic_write_text(
+        path, table.to_csv(sep='\t', index=False, float_format='%.9g', na_rep='n/a')
+    )
 
 
 def sync_sidecar(

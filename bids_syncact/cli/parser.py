@@ -40,10 +40,10 @@ STAGES: dict[str, bool] = {
     'denoising': True,
     'coupling (sparse coding)': True,
     'significance (null distributions)': True,
-    'annotation (reference networks)': False,
+    'annotation (reference networks)': True,
     'workflow execution (Nipype)': True,
     'reports': False,
-    'group level': False,
+    'group level': True,
 }
 FEATURES, SYNC, DENOISE, COUPLE, NULLS, ANNOTATE, EXECUTE, REPORTS, GROUP = list(STAGES)[1:]
 

@@ -199,6 +199,10 @@ def run(config: Config) -> int:
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
     LOGGER.debug('Configuration:\n%s', config.to_json())
 
+    if config.analysis_level == 'group':
+        from bids_syncact.workflows.group import run_group_level  # reads OUTPUT_DIR only
+
+        return run_group_level(config)
     from bids_syncact.workflows.participant import run_participant_level  # heavy imports
 
     if not inputs.skip_bids_validation:

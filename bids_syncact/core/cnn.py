@@ -369,3 +369,20 @@ class UnitRecorder:
                 'choose modules that are'
             )
         return self._means
+
+
+def imagenet_top1(cnn: str, enum_name: str) -> float:
+    """Return the ImageNet-1K top-1 accuracy (%) torchvision's weights metadata gives.
+
+    Parameters
+    ----------
+    cnn : str
+        The architecture (``alexnet``).
+    enum_name : str
+        The weights enum the sidecar records (``AlexNet_Weights.IMAGENET1K_V1``).
+
+    >>> imagenet_top1('alexnet', 'AlexNet_Weights.IMAGENET1K_V1')
+    56.522
+    """
+    member = enum_name.rsplit('.', 1)[-1]
+    return float(get_model_weights(cnn)[member].meta['_metrics']['ImageNet-1K']['acc@1'])

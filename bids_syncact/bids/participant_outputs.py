@@ -1,0 +1,170 @@
+"""The group level's input: the participant outputs in OUTPUT_DIR, found with pybids.
+
+Every subject's ``stat-coef`` maps are grouped by task, space, resolution, CNN and layer, and
+refused (exit 65) unless every subject was processed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from bids_syncact.bids.derivatives import PYBIDS_CONFIG
+from bids_syncact.core.group import MIN_SUBJECTS
+from bids_syncact.errors import InputDataError, MissingInputError
+
+LOGGER = logging.getLogger('bids_syncact.group')
+
+#: Sidecar settings that must be the same for every subject of a group analysis.
+SAME_SETTINGS = (
+    'CNN', 'Layer', 'UnitIndices', 'Weights', 'AlphaMode', 'FrameRate', 'FrameFit', 'HRF',
+    'MaxUnits', 'ConfoundsStrategy', 'HighPass', 'SmoothingFWHM',
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ParticipantMap:
+    """One subject's ``stat-coef`` map of one layer, with its sidecar."""
+
+    subject: str
+    task: str
+    space: str
+    res: str | None
+    cnn: str
+    layer: str
+    """The ``layer-`` label (the module name is the sidecar's ``Layer``)."""
+    path: Path
+    sidecar: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str, str]:
+        """What a group map pools over subjects: task, space, resolution, CNN and layer."""
+        return self.task, self.space, self.res, self.cnn, self.layer
+
+
+def collect_participant_maps(
+    output_dir: Path, subjects: Sequence[str] | None = None
+) -> dict[tuple, list[ParticipantMap]]:
+    """Return the subjects' coefficient maps, grouped by :attr:`ParticipantMap.key`.
+
+    Parameters
+    ----------
+    output_dir : Path
+        OUTPUT_DIR of the participant level.
+    subjects : sequence of str, optional
+        ``--participant-label``: only these subjects (``sub-`` optional).
+
+    Raises
+    ------
+    MissingInputError
+        No participant output, a selected subject without any, or fewer than
+        :data:`~bids_syncact.core.group.MIN_SUBJECTS` subjects.
+    InputDataError
+        Subjects processed differently (:func:`check_same_settings`).
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer  # pybids: imported on demand
+
+    if not (output_dir / 'dataset_description.json').is_file():
+        raise MissingInputError(
+            f'OUTPUT_DIR {output_dir} holds no participant outputs (no dataset_description.json):'
+            ' run the participant level into it first'
+        )
+    layout = BIDSLayout(output_dir, config=['bids', 'derivatives', str(PYBIDS_CONFIG)],
+                        indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))  # fmt: skip
+    wanted = [s.removeprefix('sub-') for s in subjects] if subjects else None
+    files = layout.get(suffix='boldmap', stat='coef', extension='.nii.gz',
+                       **({'subject': wanted} if wanted else {}))  # fmt: skip
+    maps = [_participant_map(f) for f in files if f.entities.get('subject')]
+    found = sorted({m.subject for m in maps})
+    missing = sorted(set(wanted or ()) - set(found))
+    if missing:
+        raise MissingInputError(
+            f'no participant outputs of sub-{missing[0]} in {output_dir}: run the participant '
+            'level for it, or leave it out of --participant-label'
+        )
+    if len(found) < MIN_SUBJECTS:
+        raise MissingInputError(
+            f'the group level needs at least {MIN_SUBJECTS} subjects with participant outputs; '
+            f'{output_dir} has {len(found)} ({", ".join("sub-" + s for s in found) or "none"}):'
+            ' run the participant level for more subjects'
+        )
+    groups: dict[tuple, list[ParticipantMap]] = {}
+    for item in sorted(maps, key=lambda m: (m.key, m.subject)):
+        groups.setdefault(item.key, []).append(item)
+    check_same_settings(groups, found)
+    return groups
+
+
+def _participant_map(bids_file) -> ParticipantMap:
+    entities = bids_file.entities
+    path = Path(bids_file.path)
+    sidecar_path = path.with_name(path.name.removesuffix('.nii.gz') + '.json')
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputDataError(
+            f'{path.name}: cannot read its sidecar {sidecar_path.name} ({err}): rerun the '
+            'participant level of this subject'
+        ) from err
+    return ParticipantMap(
+        subject=entities['subject'], task=entities['task'], space=entities.get('space', ''),
+        res=entities.get('res'), cnn=entities['cnn'], layer=entities['layer'], path=path,
+        sidecar=sidecar,
+    )  # fmt: skip
+
+
+def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: list[str]) -> None:
+    """Refuse subjects that differ in what a group map pools: layers, grid or settings.
+
+    Every subject must have a map of every (task, space, CNN, layer) any subject has, on one
+    grid (shape and affine), with the same :data:`SAME_SETTINGS`.
+
+    Raises
+    ------
+    InputDataError
+        One line naming the first subject that differs, how, and what to do.
+    """
+    rerun = 'rerun the participant level of every subject with the same settings'
+    for key, items in groups.items():
+        name = f'task-{key[0]} space-{key[1]} cnn-{key[3]} layer-{key[4]}'
+        have = {m.subject for m in items}
+        if have != set(subjects):
+            lacking = min(set(subjects) - have)
+            raise InputDataError(
+                f'sub-{lacking} has no {name} map while sub-{items[0].subject} has one: subjects '
+                f'differ in space, CNNs or layers; {rerun}, or select subjects with '
+                '--participant-label'
+            )
+        first = items[0]
+        grid = _grid(first.path)
+        for item in items[1:]:
+            for setting in SAME_SETTINGS:
+                if item.sidecar.get(setting) != first.sidecar.get(setting):
+                    raise InputDataError(
+                        f'{name}: sub-{item.subject} differs from sub-{first.subject} in '
+                        f'{setting} ({_short(item.sidecar.get(setting))} vs '
+                        f'{_short(first.sidecar.get(setting))}); {rerun}'
+                    )
+            other = _grid(item.path)
+            if other[0] != grid[0] or not np.allclose(other[1], grid[1], atol=1e-4):
+                raise InputDataError(
+                    f'{name}: sub-{item.subject} is on another grid than sub-{first.subject} '
+                    f'(shape {other[0]} vs {grid[0]}); {rerun}'
+                )
+
+
+def _grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    header = nib.load(path).header  # the header only: no voxel is read
+    return tuple(int(n) for n in header.get_data_shape()[:3]), header.get_best_affine()
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + '...'

@@ -1,0 +1,354 @@
+"""The group level, in plain Python: group FBNs, their annotation, and brain similarity.
+
+It reads participant outputs only (OUTPUT_DIR). Per task, space, CNN and layer: each subject's
+``stat-coef`` map is read once and its in-mask voxels stored in the work dir; per unit the
+subjects' maps over the group mask (voxels inside every subject's mask) give a sign-flip group
+map with max-|t| FWE, a leave-one-out consistency, and the annotation of the group map. Per task:
+each CNN's brain similarity and, with two or more CNNs, ``similarity.tsv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
+from bids_syncact.bids.derivatives import write_table
+from bids_syncact.bids.participant_outputs import (
+    SAME_SETTINGS,
+    ParticipantMap,
+    collect_participant_maps,
+)
+from bids_syncact.bids.references import ReferenceNetworks, load_reference_networks
+from bids_syncact.config import Config
+from bids_syncact.core.annotation import TOP_FRACTION, Annotation, annotate
+from bids_syncact.core.cnn import imagenet_top1
+from bids_syncact.core.group import (
+    N_PERMUTATIONS,
+    consistency,
+    leave_one_out_consistency,
+    sign_flip_group_map,
+)
+from bids_syncact.core.similarity import (
+    SIMILARITY_CAP,
+    cnn_similarity,
+    correlate_with_accuracy,
+    layer_similarity,
+)
+from bids_syncact.errors import InputDataError
+
+LOGGER = logging.getLogger('bids_syncact.group')
+
+
+def run_group_level(config: Config) -> int:
+    """Run the group level over OUTPUT_DIR's participant outputs.
+
+    Returns
+    -------
+    int
+        The exit code (0); refusals raise :class:`~bids_syncact.errors.SyncActError`.
+    """
+    groups = collect_participant_maps(config.output_dir, config.inputs.participant_label)
+    subjects = sorted({m.subject for items in groups.values() for m in items})
+    LOGGER.info('Group level over %d subjects: %s', len(subjects), ', '.join(subjects))
+    print(f'Group level: {len(subjects)} subjects ({", ".join("sub-" + s for s in subjects)}), '
+          f'{len(groups)} layer map(s)')  # fmt: skip
+    references: dict[tuple, ReferenceNetworks] = {}
+    best_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for key, items in groups.items():
+        task, _, _, cnn, layer = key
+        work = config.execution.work_dir / 'group' / '_'.join(str(k) for k in key if k)
+        stacked, group_mask, template = stack_subject_maps(items, work)
+        grid = (template.shape[:3], np.round(template.affine, 4).tobytes(), group_mask.tobytes())
+        if grid not in references:  # once per grid and mask, not per layer
+            references[grid] = load_reference_networks(
+                config.coupling.reference_networks, template, mask=group_mask
+            )
+        reference = references[grid]
+        result = group_layer(stacked, reference.in_mask(group_mask), reference.names,
+                             seed=config.execution.random_seed)  # fmt: skip
+        write_group_layer(config.output_dir, items, result, group_mask, template, reference)
+        best_p.setdefault(task, {}).setdefault(cnn, {})[items[0].sidecar.get('Layer', layer)] = (
+            np.array([a.best_p for a in result['annotations']])
+        )
+        print(f'  task-{task} cnn-{cnn} layer-{layer}: {group_mask.sum()} voxels, labels '
+              f'{_label_counts(result["annotations"])}')  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+    for task, by_cnn in best_p.items():
+        weights = {cnn: _first(groups, task, cnn).sidecar.get('Weights', {}) for cnn in by_cnn}
+        write_similarity(config, task, by_cnn, weights, subjects)
+    return 0
+
+
+def stack_subject_maps(
+    items: Sequence[ParticipantMap], work: Path
+) -> tuple[np.memmap, np.ndarray, nib.Nifti1Image]:
+    """Read each subject's 4-D map once; return ``(K, n_subjects, n_group_voxels)`` on disk.
+
+    A subject's mask is where its map is finite in every volume (the participant level writes
+    NaN outside the brain mask); the group mask is their intersection.
+
+    Returns
+    -------
+    stacked : memmap of shape (K, n_subjects, n_voxels)
+        In ``work``, float32.
+    group_mask : ndarray of bool, shape (X, Y, Z)
+    template : Nifti1Image
+        The first subject's image (for the grid and header).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    masks, parts = [], []
+    for i, item in enumerate(items):
+        img = nib.load(item.path)
+        data = np.asarray(img.dataobj, dtype=np.float32)  # the file is read here, once
+        if data.ndim == 3:
+            data = data[..., None]
+        inside = np.isfinite(data).all(axis=3)
+        part = work / f'subject{i}.npy'
+        np.save(part, np.ascontiguousarray(data[inside].T))  # (K, n_voxels of this subject)
+        masks.append(inside)
+        parts.append(part)
+        del data
+    group_mask = np.logical_and.reduce(masks)
+    if not group_mask.any():
+        raise InputDataError(
+            f'the brain masks of {", ".join("sub-" + m.subject for m in items)} share no voxel '
+            f'for {items[0].path.name.split("_space-")[0]}: check their fMRIPrep masks'
+        )
+    n_units = int(np.load(parts[0], mmap_mode='r').shape[0])
+    stacked = np.lib.format.open_memmap(
+        work / 'stacked.npy', mode='w+', dtype=np.float32,
+        shape=(n_units, len(items), int(group_mask.sum())),
+    )  # fmt: skip
+    for i, (part, inside) in enumerate(zip(parts, masks, strict=True)):
+        subject = np.load(part, mmap_mode='r')
+        if subject.shape[0] != n_units:
+            raise InputDataError(
+                f'{items[i].path.name} has {subject.shape[0]} units, {items[0].path.name} '
+                f'{n_units}: rerun the participant level of sub-{items[i].subject}'
+            )
+        stacked[:, i, :] = subject[:, group_mask[inside]]
+        del subject
+        part.unlink()
+    stacked.flush()
+    return stacked, group_mask, nib.load(items[0].path)
+
+
+def group_layer(
+    stacked: np.ndarray, networks: np.ndarray, names: Sequence[str], *, seed: int,
+    n_permutations: int = N_PERMUTATIONS,
+) -> dict[str, Any]:  # fmt: skip
+    """Return per unit the group t and FWE maps, the consistency and the group annotation.
+
+    Parameters
+    ----------
+    stacked : ndarray of shape (K, n_subjects, n_voxels)
+    networks : ndarray of shape (n_networks, n_voxels)
+        The reference networks over the group mask.
+    names : sequence of str
+    seed : int
+        Seeds the sign flips (the same for every unit).
+
+    Returns
+    -------
+    dict
+        ``t`` and ``logp_fwe`` ``(K, n_voxels)``, ``consistency`` ``(K,)``, ``consistency_n``
+        ``(K,)``, ``per_subject`` ``(K, n_subjects)``, ``annotations`` (K Annotation).
+    """
+    n_units, n_subjects, n_voxels = stacked.shape
+    t = np.empty((n_units, n_voxels), dtype=np.float32)
+    logp = np.empty((n_units, n_voxels), dtype=np.float32)
+    per_subject = np.empty((n_units, n_subjects))
+    values, counts, annotations = np.empty(n_units), np.empty(n_units, dtype=int), []
+    for k in range(n_units):
+        maps = np.asarray(stacked[k])
+        group = sign_flip_group_map(maps, n_permutations=n_permutations, seed=seed)
+        t[k], logp[k] = group.t, group.logp_fwe
+        per_subject[k] = leave_one_out_consistency(maps)
+        values[k], counts[k] = consistency(per_subject[k])
+        # no t where every subject is zero: no evidence, the same as t = 0 for the top 5%
+        annotations.append(annotate(np.nan_to_num(group.t, nan=0.0), networks, names))
+    return {'t': t, 'logp_fwe': logp, 'consistency': values, 'consistency_n': counts,
+            'per_subject': per_subject, 'annotations': annotations}  # fmt: skip
+
+
+def write_group_layer(
+    output_dir: Path, items: Sequence[ParticipantMap], result: Mapping[str, Any],
+    group_mask: np.ndarray, template: nib.Nifti1Image, reference: ReferenceNetworks,
+) -> None:  # fmt: skip
+    """Write the group t and -log10 p(FWE) maps and the group annotations, with sidecars."""
+    first = items[0]
+    prefix = _group_prefix(first)
+    shared = {name: first.sidecar[name] for name in SAME_SETTINGS if name in first.sidecar}
+    sources = [f'bids::{m.path.relative_to(output_dir).as_posix()}' for m in items]
+    common = {
+        'Sources': sources,
+        **shared,
+        'Subjects': [m.subject for m in items],
+        'GroupMask': 'voxels inside the brain mask of every subject (finite in every map)',
+        'GroupMaskVoxels': int(group_mask.sum()),
+        'SoftwareVersions': first.sidecar.get('SoftwareVersions'),
+    }
+    test = {
+        'Test': 'one-sample sign-flip permutation of the subjects\' stat-coef maps, two-sided '
+                "(nilearn's permuted_ols as non_parametric_inference calls it)",
+        'NumberOfPermutations': N_PERMUTATIONS,
+        'SmallestPossiblePValue': max(2.0 / 2 ** len(items), 1.0 / (1 + N_PERMUTATIONS)),
+        'SmallestPossiblePValueDescription': (
+            'two-sided: of the 2^n distinct sign flips of n subjects the identity and its '
+            'negation both reach the observed maximum; below 6 subjects no FWE p reaches 0.05'
+        ),
+        'RandomSeed': first.sidecar.get('RandomSeed'),
+    }  # fmt: skip
+    mask_img = _mask_image(group_mask, template)
+    descriptions = {
+        't': (
+            "one-sample t of the subjects' coefficients, per unit (volume k = unit "
+            'UnitIndices[k]); NaN where every subject is zero or outside the group mask'
+        ),
+        'logp': '-log10 of the family-wise corrected p (max |t| over voxels of each sign flip)',
+    }
+    for stat, description in descriptions.items():
+        sidecar = {'Description': description, **common, **test}
+        if stat == 't':
+            sidecar |= {
+                'Consistency': [_finite(v) for v in result['consistency']],
+                'ConsistencyNumberOfSubjects': [int(n) for n in result['consistency_n']],
+                'ConsistencyDescription': (
+                    "mean over subjects of the Pearson r of a subject's map with the mean map of "
+                    "the others, over the group mask; a subject whose map (or the others' mean) "
+                    'is constant, as an empty map is, gives NaN and is left out of the mean; '
+                    'null when no subject is left'
+                ),
+            }
+        data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat)
+        write_boldmap(output_dir / f'{prefix}_stat-{stat}_desc-group_boldmap.nii.gz', data,
+                      sidecar)  # fmt: skip
+    rows = []
+    for unit, annotation in zip(first.sidecar['UnitIndices'], result['annotations'], strict=True):
+        rows += [{'unit': unit, 'label': annotation.label, 'n_top': annotation.n_top, **row}
+                 for row in annotation.rows()]  # fmt: skip
+    table_prefix = prefix.replace(f'_space-{first.space}', '').replace(f'_res-{first.res}', '')
+    write_table(
+        output_dir / f'{table_prefix}_desc-group_annotations.tsv',
+        pd.DataFrame(rows),
+        annotation_sidecar(common, reference, 'group t map (stat-t)'),
+    )
+
+
+def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
+                       statistic: str) -> dict[str, Any]:  # fmt: skip
+    """Return the sidecar of an annotations table."""
+    return {
+        'Description': (
+            f'Each unit\'s map ({statistic}) against each reference network: the top '
+            f'{TOP_FRACTION:.0%} |values| within the mask (non-zero only) form F; enrichment = '
+            '(|F&N|/|F|)/(|N|/|M|), one-sided hypergeometric p, Bonferroni over networks; label = '
+            'the network with the smallest p when its Bonferroni p < 0.05, else none; Dice and '
+            'Pearson r for reference. NaN p (n/a) for an empty map'
+        ),
+        **common,
+        'ReferenceNetworks': reference.name,
+        'ReferenceNetworksDescription': reference.description,
+        'ReferenceNetworksSource': reference.source,
+        'Columns': {
+            'unit': 'channel index (UnitIndices)', 'label': "the unit's label (or none)",
+            'n_top': '|F|', 'network': 'reference network', 'size': '|N| within the mask',
+            'overlap': '|F&N|', 'enrichment': '(|F&N|/|F|)/(|N|/|M|)',
+            'p': 'hypergeometric P(X >= |F&N|)', 'p_bonferroni': 'min(1, p x networks)',
+            'dice': '2|F&N|/(|F|+|N|)', 'correlation': 'Pearson r with the network map',
+            'is_label': 'whether this network is the label',
+        },
+    }  # fmt: skip
+
+
+def write_similarity(
+    config: Config, task: str, best_p: Mapping[str, Mapping[str, np.ndarray]],
+    weights: Mapping[str, Mapping[str, Any]], subjects: Sequence[str],
+) -> None:  # fmt: skip
+    """Print each CNN's brain similarity; with two or more CNNs write ``similarity.tsv``."""
+    rows = []
+    for cnn, layers in best_p.items():
+        scores = {layer: layer_similarity(p) for layer, p in layers.items()}
+        score, best_layer = cnn_similarity(scores)
+        rows.append({'cnn': cnn, 'similarity': score, 'best_layer': best_layer,
+                     'n_units': len(next(iter(layers.values())))})  # fmt: skip
+        print(f'  task-{task} cnn-{cnn}: brain similarity {score:.3f} (layer {best_layer})')
+    if len(rows) < 2:
+        return
+    for row in rows:
+        row['imagenet_top1'], row['accuracy_source'] = _accuracy(
+            row['cnn'], weights[row['cnn']], config.cnn.cnn_accuracy
+        )
+    table = pd.DataFrame(rows)
+    sidecar: dict[str, Any] = {
+        'Description': (
+            'Brain similarity of each CNN: per layer the mean over its units of -log10 p of the '
+            f'unit\'s best network in the group annotation (capped at {SIMILARITY_CAP:g}), the '
+            'max over layers; and its ImageNet top-1 accuracy (%)'
+        ),
+        'Subjects': list(subjects),
+        'Columns': {'imagenet_top1': "torchvision's weights metadata (acc@1) or --cnn-accuracy; "
+                                     'n/a for random weights'},
+    }  # fmt: skip
+    scored = table.dropna(subset=['imagenet_top1'])
+    if len(scored) >= 3:
+        correlation = correlate_with_accuracy(
+            scored['similarity'].to_numpy(),
+            scored['imagenet_top1'].to_numpy(dtype=float),
+            seed=config.execution.random_seed,
+        )
+        sidecar['AccuracyCorrelation'] = correlation.to_sidecar()
+        table['descriptive'] = correlation.descriptive
+    write_table(config.output_dir / f'task-{task}_desc-group_similarity.tsv', table, sidecar)
+
+
+def _accuracy(cnn: str, weights: Mapping[str, Any], given: Mapping[str, float]
+              ) -> tuple[float | None, str]:  # fmt: skip
+    if cnn in given:
+        return float(given[cnn]), '--cnn-accuracy'
+    kind = weights.get('Kind')
+    if kind == 'DEFAULT':
+        return imagenet_top1(cnn, weights['Name']), f'torchvision {weights["Name"]}'
+    if kind == 'path':
+        LOGGER.warning('%s ran with weights from a file and no --cnn-accuracy %s=ACC: left out '
+                       'of the accuracy correlation', cnn, cnn)  # fmt: skip
+        return None, 'weights from a file without --cnn-accuracy: excluded'
+    return None, 'random weights (--weights none): excluded'
+
+
+def _group_prefix(item: ParticipantMap) -> str:
+    parts = [f'task-{item.task}']
+    if item.space:
+        parts.append(f'space-{item.space}')
+    if item.res:
+        parts.append(f'res-{item.res}')
+    return '_'.join([*parts, f'cnn-{item.cnn}', f'layer-{item.layer}'])
+
+
+def _mask_image(group_mask: np.ndarray, template: nib.Nifti1Image) -> nib.Nifti1Image:
+    header = template.header.copy()
+    header.set_data_dtype(np.uint8)
+    return nib.Nifti1Image(group_mask.astype(np.uint8), template.affine, header)
+
+
+def _first(groups: Mapping[tuple, list[ParticipantMap]], task: str, cnn: str) -> ParticipantMap:
+    return next(items[0] for key, items in groups.items() if key[0] == task and key[3] == cnn)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _label_counts(annotations: Sequence[Annotation]) -> str:
+    counts: dict[str, int] = {}
+    for annotation in annotations:
+        counts[annotation.label] = counts.get(annotation.label, 0) + 1
+    return ', '.join(f'{label} {n}' for label, n in sorted(counts.items()))
