@@ -104,6 +104,11 @@ def test_group_outputs_are_found_by_pybids_and_read_by_nilearn(group_run):
         assert bids_file.entities['cnn'] == 'alexnet'
         assert bids_file.entities['layer'] == 'features1'
         assert load_img(bids_file.path).shape == (*SHAPE, len(UNITS))
+        # the shipped config's patterns name the file the way the app does
+        built = layout.build_path(bids_file.get_entities(), validate=False)
+        assert Path(built).name == Path(bids_file.path).name
+        with_res = layout.build_path({**bids_file.get_entities(), 'res': '2'}, validate=False)
+        assert '_space-MNI152NLin2009cAsym_res-2_cnn-alexnet_' in with_res
         meta = json.loads(Path(bids_file.path.replace('.nii.gz', '.json')).read_text())
         assert meta['UnitIndices'] == UNITS
         assert meta['Subjects'] == list(SUBJECTS)

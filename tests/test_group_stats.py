@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 from nilearn.glm.second_level import non_parametric_inference
+from scipy.stats import ttest_1samp
 
 from bids_syncact.core.group import (
     MIN_SUBJECTS,
@@ -31,9 +35,11 @@ def test_an_effect_in_every_subject_is_found_family_wise(rng):
     assert np.all(group.t[BLOB] > 0)
     assert np.mean(group.logp_fwe[BLOB] > FWE_05) > 0.8
     assert np.mean(group.logp_fwe[BLOB.stop :] > FWE_05) <= 0.02
-    # the smallest p possible with 10 subjects: one of 2 ** 10 flips, or 1 / (1 + n_perm)
-    assert group.logp_fwe.max() <= np.log10(2001) + 1e-6
-    assert group.h0_max_t.shape == (2000,)
+    # 2 ** 9 distinct flips (f and -f give the same |t|) fit in 2000: enumerated, exact
+    assert group.exact
+    assert group.h0_max_t.shape == (512,)
+    assert group.smallest_p == 1 / 512
+    assert group.logp_fwe.max() <= np.log10(512) + 1e-6
 
 
 def test_an_effect_in_few_subjects_is_weaker_than_in_all(rng):
@@ -44,35 +50,44 @@ def test_an_effect_in_few_subjects_is_weaker_than_in_all(rng):
     assert np.median(few.t[BLOB]) < np.median(all_.t[BLOB]) / 2
 
 
-def test_the_group_map_is_nilearn_s_non_parametric_inference(rng):
-    maps = _maps(rng, 6, 6).astype(np.float32)
+def test_the_group_map_agrees_with_nilearn_s_non_parametric_inference(rng):
+    maps = _maps(rng, 7, 7, effect=0.8).astype(np.float32)
     maps[:, 40:45] = 0.0  # zero in every subject, as sparse maps are
     shape = (5, 6, 10)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     images = [nib.Nifti1Image(m.reshape(shape), affine) for m in maps]
     mask = nib.Nifti1Image(np.ones(shape, dtype=np.uint8), affine)
-    expected = non_parametric_inference(
-        images, design_matrix=pd.DataFrame({'intercept': np.ones(6)}), mask=mask, n_perm=500,
-        two_sided_test=True, random_state=3, n_jobs=1, threshold=0.001,
-    )  # fmt: skip
-    group = sign_flip_group_map(maps, n_permutations=500, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        expected = non_parametric_inference(
+            images, design_matrix=pd.DataFrame({'intercept': np.ones(7)}), mask=mask,
+            n_perm=4000, two_sided_test=True, random_state=3, n_jobs=1, threshold=0.001,
+        )  # fmt: skip
+    group = sign_flip_group_map(maps, n_permutations=4000, seed=3)
+    assert group.exact  # 64 distinct flips
     np.testing.assert_allclose(
-        group.t, expected['t'].get_fdata().ravel(), rtol=1e-5, equal_nan=True
+        group.t, expected['t'].get_fdata().ravel(), rtol=1e-4, equal_nan=True
     )
-    np.testing.assert_allclose(group.logp_fwe, expected['logp_max_t'].get_fdata().ravel(),
-                               rtol=1e-6)  # fmt: skip
+    # nilearn draws 4000 random flips: its p estimates the exact one within Monte Carlo error
+    p_nilearn = 10.0 ** -expected['logp_max_t'].get_fdata().ravel()
+    np.testing.assert_allclose(10.0**-group.logp_fwe, p_nilearn, atol=0.03)
     assert np.all(np.isnan(group.t[40:45]))  # no t where every subject is zero
     assert np.all(group.logp_fwe[40:45] == 0)
 
 
-def test_the_group_map_is_seeded(rng):
-    maps = _maps(rng, 5, 5)
-    one = sign_flip_group_map(maps, n_permutations=300, seed=0)
-    again = sign_flip_group_map(maps, n_permutations=300, seed=0)
-    other = sign_flip_group_map(maps, n_permutations=300, seed=1)
-    np.testing.assert_array_equal(one.h0_max_t, again.h0_max_t)
-    assert not np.array_equal(one.h0_max_t, other.h0_max_t)
-    np.testing.assert_array_equal(one.t, other.t)  # the statistic does not depend on the flips
+@pytest.mark.parametrize('n_subjects', [3, 5, 8])
+def test_exact_p_values_equal_a_brute_force_enumeration(rng, n_subjects):
+    maps = rng.standard_normal((n_subjects, 25)) + 0.5
+    group = sign_flip_group_map(maps)
+    observed = np.abs(ttest_1samp(maps, 0.0).statistic)
+    maxima = [
+        np.abs(ttest_1samp(maps * np.array(signs)[:, None], 0.0).statistic).max()
+        for signs in itertools.product([-1.0, 1.0], repeat=n_subjects)
+    ]  # every flip, f and -f both
+    expected = [np.mean(np.array(maxima) >= t - 1e-9) for t in observed]
+    np.testing.assert_allclose(group.t, ttest_1samp(maps, 0.0).statistic, rtol=1e-5)
+    np.testing.assert_allclose(10.0**-group.logp_fwe, expected, rtol=1e-5)
+    assert group.smallest_p == 2.0 / 2**n_subjects
 
 
 @pytest.mark.parametrize('n_subjects', [1, 2])

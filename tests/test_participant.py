@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from bids import BIDSLayout
 from nilearn.image import load_img
@@ -124,6 +125,26 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
         assert np.all(z[zero] < 0)  # p = 1 where the coefficient is zero
         assert np.all(np.isfinite(z))
         assert z.max() <= norm.isf(1 / 5) + 1e-5  # the smallest p with 4 nulls
+
+
+@pytest.mark.slow  # a whole participant run: make test-integration
+def test_every_layer_is_annotated_with_the_reference_networks(short_run):
+    _, out, _ = short_run
+    layout = BIDSLayout(out, config=['bids', 'derivatives', str(PYBIDS_CONFIG)], validate=False)
+    tables = layout.get(suffix='annotations', extension='.tsv')
+    assert sorted((f.entities['subject'], f.entities['layer']) for f in tables) == [
+        (s, layer.replace('.', '')) for s in SHORT.subjects for layer in LAYERS
+    ]
+    for table_file in tables:
+        table = pd.read_csv(table_file.path, sep='\t')
+        meta = json.loads(Path(table_file.path).with_suffix('.json').read_text())
+        assert sorted(table.unit.unique()) == sorted(meta['UnitIndices'])
+        # the default: Schaefer when TemplateFlow holds it, else (here, offline) Seitzman
+        assert meta['ReferenceNetworks'] in ('schaefer2018-7', 'seitzman2018')
+        assert meta['Sources'][0].endswith('_stat-coef_boldmap.nii.gz')
+        assert (out / meta['Sources'][0].removeprefix('bids::')).is_file()
+        labels = table.drop_duplicates('unit').label
+        assert set(labels) <= {*table.network, 'none'}
 
 
 @pytest.mark.slow  # a whole participant run: make test-integration

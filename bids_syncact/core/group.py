@@ -6,16 +6,14 @@ mask (the voxels inside every subject's brain mask) and returns arrays.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from nilearn.mass_univariate import permuted_ols
 
 #: The fewest subjects the group level accepts: below it a sign-flip test has at most 4
 #: distinct flips and no p below 0.25.
 MIN_SUBJECTS = 3
-#: Default number of random sign flips (nilearn's default).
+#: The most sign flips drawn (nilearn's default); fewer subjects are enumerated exactly.
 N_PERMUTATIONS = 10000
 
 
@@ -29,30 +27,38 @@ class GroupMap:
     logp_fwe: np.ndarray
     """``(n_voxels,)`` ``-log10`` of the family-wise (max-|t| over voxels) corrected p."""
     h0_max_t: np.ndarray
-    """``(n_permutations,)`` the largest |t| over voxels of each sign flip."""
+    """``(n_flips,)`` the largest |t| over voxels of each sign flip."""
+    exact: bool
+    """Whether every distinct flip was enumerated (the p-values are exact)."""
+
+    @property
+    def smallest_p(self) -> float:
+        """The smallest p-value these flips can give."""
+        n = len(self.h0_max_t)
+        return 1.0 / n if self.exact else 1.0 / (1.0 + n)
 
 
 def sign_flip_group_map(
-    maps: np.ndarray, *, n_permutations: int = N_PERMUTATIONS, seed: int = 0, n_jobs: int = 1
+    maps: np.ndarray, *, n_permutations: int = N_PERMUTATIONS, seed: int = 0
 ) -> GroupMap:
     """Return the one-sample group map of a unit by sign-flip permutation, max-|t| FWE.
 
-    The very call nilearn's ``non_parametric_inference`` makes for a one-sample design (an
-    intercept column, contrast 1, ``model_intercept=True``, two-sided): it flips the sign of
-    whole subject maps, so the spatial dependence within a map is kept, and corrects over
-    voxels with the maximum |t| of each flip.
+    The test of nilearn's ``non_parametric_inference`` for a one-sample design (two-sided,
+    the sign of whole subject maps flipped, so the spatial dependence within a map is kept;
+    family-wise correction over voxels with the maximum |t| of each flip), computed for all
+    flips at once with matrix products. With ``2 ** (n - 1) <= n_permutations`` every distinct
+    flip is enumerated (``f`` and ``-f`` give the same |t|, so half of them) and the p-value is
+    exact: ``#{flips with max |t| >= |t_v|} / 2 ** (n - 1)``, the identity included. Otherwise
+    ``n_permutations`` seeded random flips give nilearn's ``(1 + count) / (1 + n_permutations)``.
 
     Parameters
     ----------
     maps : ndarray of shape (n_subjects, n_voxels)
         Each subject's coefficients of the unit over the group mask (finite).
     n_permutations : int
-        Random sign flips. With ``n_subjects`` subjects there are only ``2 ** n_subjects``
-        distinct flips, which bounds the smallest p-value.
+        The most flips to draw; fewer when all distinct flips can be enumerated.
     seed : int
-        Seeds the flips.
-    n_jobs : int
-        Processes for nilearn.
+        Seeds the random flips.
 
     Returns
     -------
@@ -63,24 +69,57 @@ def sign_flip_group_map(
     ValueError
         With fewer than :data:`MIN_SUBJECTS` subjects or non-finite maps.
     """
-    maps = np.asarray(maps, dtype=np.float32)
+    maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 2 or maps.shape[0] < MIN_SUBJECTS:
         raise ValueError(f'need at least {MIN_SUBJECTS} subjects, got maps of shape {maps.shape}')
     if not np.all(np.isfinite(maps)):
         raise ValueError('maps must be finite over the group mask')
-    with warnings.catch_warnings():
-        # a voxel that is zero in every subject has no t: nilearn divides 0 by 0 there
-        warnings.filterwarnings('ignore', category=RuntimeWarning)
-        warnings.filterwarnings('ignore', message='Some descriptors in .target_vars. have zeros')
-        out = permuted_ols(
-            np.ones((maps.shape[0], 1)), maps, model_intercept=True, n_perm=n_permutations,
-            two_sided_test=True, random_state=seed, n_jobs=n_jobs, verbose=0,
-        )  # fmt: skip
-    return GroupMap(
-        t=np.asarray(out['t'][0], dtype=np.float32),
-        logp_fwe=np.asarray(out['logp_max_t'][0], dtype=np.float32),
-        h0_max_t=np.asarray(out['h0_max_t'][0], dtype=np.float64),
-    )
+    n = maps.shape[0]
+    exact = 2 ** (n - 1) <= n_permutations
+    flips = _all_flips(n) if exact else _random_flips(n, n_permutations, seed)
+    sum_sq = np.einsum('ij,ij->j', maps, maps)
+    t = _t_of_flips(np.ones((1, n)), maps, sum_sq)[0]
+    h0 = np.concatenate([
+        np.max(np.nan_to_num(np.abs(_t_of_flips(flips[i : i + _FLIP_BLOCK], maps, sum_sq)),
+                             nan=0.0), axis=1)
+        for i in range(0, len(flips), _FLIP_BLOCK)
+    ])  # fmt: skip
+    magnitude = np.nan_to_num(np.abs(t), nan=0.0)
+    # count per voxel the flips whose maximum reaches its |t|, with a relative tolerance for
+    # the identity flip, computed by the same products
+    reach = np.searchsorted(np.sort(h0), magnitude * (1.0 - 1e-12), side='left')
+    count = len(h0) - reach
+    p = count / len(h0) if exact else (1.0 + count) / (1.0 + len(h0))
+    p = np.where(np.isnan(t), 1.0, np.minimum(p, 1.0))
+    return GroupMap(t=t.astype(np.float32), logp_fwe=(-np.log10(p)).astype(np.float32),
+                    h0_max_t=h0, exact=exact)  # fmt: skip
+
+
+#: Flips per matrix product (memory: _FLIP_BLOCK x n_voxels doubles).
+_FLIP_BLOCK = 64
+
+
+def _t_of_flips(flips: np.ndarray, maps: np.ndarray, sum_sq: np.ndarray) -> np.ndarray:
+    """Return the one-sample t of each flip and voxel, ``(n_flips, n_voxels)``; NaN if 0/0."""
+    n = maps.shape[0]
+    mean = flips @ maps / n
+    var = np.maximum(sum_sq - n * mean**2, 0.0) / (n - 1)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        t = mean / np.sqrt(var / n)
+    t[(var <= 1e-30 * np.maximum(sum_sq, 1e-300)) & (mean == 0)] = np.nan
+    return t
+
+
+def _all_flips(n: int) -> np.ndarray:
+    """Every sign pattern with the first subject positive, ``(2 ** (n - 1), n)``, the identity
+    first."""
+    bits = (np.arange(2 ** (n - 1))[:, None] >> np.arange(n - 1)[None, :]) & 1
+    return np.hstack([np.ones((len(bits), 1)), 1.0 - 2.0 * bits])
+
+
+def _random_flips(n: int, n_permutations: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 0xF11B])
+    return rng.choice([-1.0, 1.0], size=(n_permutations, n))
 
 
 def leave_one_out_consistency(maps: np.ndarray) -> np.ndarray:

@@ -8,18 +8,21 @@ asked) from the runs' synchronized activations, then written to OUTPUT_DIR.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from bids_syncact.bids.annotations import annotations_path
 from bids_syncact.bids.boldmaps import boldmap_path, common_entities
 from bids_syncact.bids.cache import bids_label
 from bids_syncact.bids.derivatives import bids_uri, dataset_links
 from bids_syncact.bids.discovery import RunPlan, by_subject_and_task
 from bids_syncact.bids.features import PreparedCNN
 from bids_syncact.config import Config
+from bids_syncact.interfaces.annotation import AnnotateLayer
 from bids_syncact.interfaces.coupling import (
     BrainMask,
     CoupleLayer,
@@ -120,6 +123,16 @@ def add_coupling_nodes(
                     for stat in ('coef', 'z')
                 }  # fmt: skip
                 write = pe.Node(WriteBoldmaps(out_paths=out_paths), name=f'write_{name}')
+                annotate = pe.Node(
+                    AnnotateLayer(
+                        reference_networks=coupling.reference_networks,
+                        source='bids::' + Path(out_paths['coef']).relative_to(
+                            config.output_dir).as_posix(),
+                        out_path=str(annotations_path(config.output_dir, entities, cnn=spec.cnn,
+                                                      layer=layer)),
+                    ),
+                    name=f'annotate_{name}',
+                )  # fmt: skip
                 workflow.connect([
                     (tables, couple, [('out', 'sync_files')]),
                     (specs, couple, [('out', 'spec_files')]),
@@ -127,6 +140,9 @@ def add_coupling_nodes(
                     (mask, couple, [('mask_file', 'mask_file')]),
                     (couple, write, [('map_files', 'map_files'),
                                      ('sidecar_files', 'sidecar_files'), ('stats', 'stats')]),
+                    (couple, annotate, [('map_files', 'map_files'),
+                                        ('sidecar_files', 'sidecar_files'), ('stats', 'stats')]),
+                    (mask, annotate, [('mask_file', 'mask_file')]),
                 ])  # fmt: skip
 
 

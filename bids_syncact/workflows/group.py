@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bids_syncact.bids.annotations import annotation_sidecar, write_annotations
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import write_table
 from bids_syncact.bids.participant_outputs import (
@@ -28,7 +29,7 @@ from bids_syncact.bids.participant_outputs import (
 )
 from bids_syncact.bids.references import ReferenceNetworks, load_reference_networks
 from bids_syncact.config import Config
-from bids_syncact.core.annotation import TOP_FRACTION, Annotation, annotate
+from bids_syncact.core.annotation import Annotation, annotate
 from bids_syncact.core.cnn import imagenet_top1
 from bids_syncact.core.group import (
     N_PERMUTATIONS,
@@ -173,10 +174,12 @@ def group_layer(
         t[k], logp[k] = group.t, group.logp_fwe
         per_subject[k] = leave_one_out_consistency(maps)
         values[k], counts[k] = consistency(per_subject[k])
+        flips = {'n_flips': len(group.h0_max_t), 'exact': group.exact,
+                 'smallest_p': group.smallest_p}  # fmt: skip
         # no t where every subject is zero: no evidence, the same as t = 0 for the top 5%
         annotations.append(annotate(np.nan_to_num(group.t, nan=0.0), networks, names))
     return {'t': t, 'logp_fwe': logp, 'consistency': values, 'consistency_n': counts,
-            'per_subject': per_subject, 'annotations': annotations}  # fmt: skip
+            'per_subject': per_subject, 'annotations': annotations, **flips}  # fmt: skip
 
 
 def write_group_layer(
@@ -197,16 +200,18 @@ def write_group_layer(
         'SoftwareVersions': first.sidecar.get('SoftwareVersions'),
     }
     test = {
-        'Test': 'one-sample sign-flip permutation of the subjects\' stat-coef maps, two-sided '
-                "(nilearn's permuted_ols as non_parametric_inference calls it)",
-        'NumberOfPermutations': N_PERMUTATIONS,
-        'SmallestPossiblePValue': max(2.0 / 2 ** len(items), 1.0 / (1 + N_PERMUTATIONS)),
-        'SmallestPossiblePValueDescription': (
-            'two-sided: of the 2^n distinct sign flips of n subjects the identity and its '
-            'negation both reach the observed maximum; below 6 subjects no FWE p reaches 0.05'
+        'Test': (
+            "one-sample sign-flip permutation of the subjects' stat-coef maps, two-sided, "
+            "max |t| over voxels (the test of nilearn's non_parametric_inference); every "
+            'distinct flip enumerated when 2^(n-1) <= NumberOfPermutations (exact p), else '
+            'seeded random flips with p = (1 + count) / (1 + flips)'
         ),
+        'NumberOfPermutations': N_PERMUTATIONS,
+        'NumberOfFlips': result['n_flips'],
+        'ExactPermutationTest': result['exact'],
+        'SmallestPossiblePValue': result['smallest_p'],
         'RandomSeed': first.sidecar.get('RandomSeed'),
-    }  # fmt: skip
+    }
     mask_img = _mask_image(group_mask, template)
     descriptions = {
         't': (
@@ -231,42 +236,13 @@ def write_group_layer(
         data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat)
         write_boldmap(output_dir / f'{prefix}_stat-{stat}_desc-group_boldmap.nii.gz', data,
                       sidecar)  # fmt: skip
-    rows = []
-    for unit, annotation in zip(first.sidecar['UnitIndices'], result['annotations'], strict=True):
-        rows += [{'unit': unit, 'label': annotation.label, 'n_top': annotation.n_top, **row}
-                 for row in annotation.rows()]  # fmt: skip
     table_prefix = prefix.replace(f'_space-{first.space}', '').replace(f'_res-{first.res}', '')
-    write_table(
+    write_annotations(
         output_dir / f'{table_prefix}_desc-group_annotations.tsv',
-        pd.DataFrame(rows),
+        first.sidecar['UnitIndices'],
+        result['annotations'],
         annotation_sidecar(common, reference, 'group t map (stat-t)'),
     )
-
-
-def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
-                       statistic: str) -> dict[str, Any]:  # fmt: skip
-    """Return the sidecar of an annotations table."""
-    return {
-        'Description': (
-            f'Each unit\'s map ({statistic}) against each reference network: the top '
-            f'{TOP_FRACTION:.0%} |values| within the mask (non-zero only) form F; enrichment = '
-            '(|F&N|/|F|)/(|N|/|M|), one-sided hypergeometric p, Bonferroni over networks; label = '
-            'the network with the smallest p when its Bonferroni p < 0.05, else none; Dice and '
-            'Pearson r for reference. NaN p (n/a) for an empty map'
-        ),
-        **common,
-        'ReferenceNetworks': reference.name,
-        'ReferenceNetworksDescription': reference.description,
-        'ReferenceNetworksSource': reference.source,
-        'Columns': {
-            'unit': 'channel index (UnitIndices)', 'label': "the unit's label (or none)",
-            'n_top': '|F|', 'network': 'reference network', 'size': '|N| within the mask',
-            'overlap': '|F&N|', 'enrichment': '(|F&N|/|F|)/(|N|/|M|)',
-            'p': 'hypergeometric P(X >= |F&N|)', 'p_bonferroni': 'min(1, p x networks)',
-            'dice': '2|F&N|/(|F|+|N|)', 'correlation': 'Pearson r with the network map',
-            'is_label': 'whether this network is the label',
-        },
-    }  # fmt: skip
 
 
 def write_similarity(
