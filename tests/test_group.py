@@ -255,3 +255,17 @@ def test_two_cnns_get_a_table_without_a_correlation(tmp_path):
     assert 'AccuracyCorrelation' not in json.loads(
         (out / 'task-movie_desc-group_similarity.json').read_text()
     )
+
+
+@pytest.mark.parametrize(('value', 'code', 'words'), [
+    ('nosuchatlas', 64, ['nosuchatlas', 'seitzman2018']),
+    ('/nowhere/atlas.nii.gz', 66, ['/nowhere/atlas.nii.gz']),
+])  # fmt: skip
+def test_bad_reference_networks_are_refused_before_any_work(cli, tmp_path, value, code, words):
+    out = write_participant_outputs(tmp_path / 'out')
+    bids = tmp_path / 'bids'
+    bids.mkdir()
+    (bids / 'dataset_description.json').write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    assert_refused(cli(bids, out, 'group', '--reference-networks', value), code, *words)
+    assert not list(out.glob('*desc-group*'))
+    assert not (tmp_path / 'work' / 'group').exists()

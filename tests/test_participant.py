@@ -224,6 +224,15 @@ def test_writing_maps_without_nulls_removes_the_z_map_an_earlier_run_made(tmp_pa
     assert json.loads((out / 'sub-01_stat-coef_boldmap.json').read_text()) == {'Alpha': 0.1}
 
 
+def test_unknown_reference_networks_are_refused_before_any_work(cli, dataset, tmp_path):
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', *FAST, '--reference-networks', 'yeo2011',
+                 process=True)  # fmt: skip
+    assert_refused(result, 64, 'yeo2011', 'seitzman2018')
+    assert not _maps(out)
+    assert not list(out.rglob('*_desc-sync_timeseries.tsv'))
+
+
 def test_nulls_are_refused_before_any_work_when_runs_are_too_short(cli, dataset, tmp_path):
     out = tmp_path / 'out'
     result = cli(dataset, out, 'participant', *FAST, '--n-nulls', '5', process=True)

@@ -111,8 +111,11 @@ def _t_of_flips(flips: np.ndarray, maps: np.ndarray, sum_sq: np.ndarray) -> np.n
 
 
 def _all_flips(n: int) -> np.ndarray:
-    """Every sign pattern with the first subject positive, ``(2 ** (n - 1), n)``, the identity
-    first."""
+    """Return every sign pattern with the first subject positive, the identity first.
+
+    >>> _all_flips(3).tolist()
+    [[1.0, 1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [1.0, -1.0, -1.0]]
+    """
     bits = (np.arange(2 ** (n - 1))[:, None] >> np.arange(n - 1)[None, :]) & 1
     return np.hstack([np.ones((len(bits), 1)), 1.0 - 2.0 * bits])
 

@@ -61,8 +61,17 @@ def run_group_level(config: Config) -> int:
     LOGGER.info('Group level over %d subjects: %s', len(subjects), ', '.join(subjects))
     print(f'Group level: {len(subjects)} subjects ({", ".join("sub-" + s for s in subjects)}), '
           f'{len(groups)} layer map(s)')  # fmt: skip
+    first = next(iter(groups.values()))[0]
+    # read once before any work, so that a bad name, file or TSV is refused at once
+    load_reference_networks(config.coupling.reference_networks, nib.load(first.path))
+    names = {items[0].sidecar.get('CNN', key[3]) for key, items in groups.items()}
+    unknown = sorted(set(config.cnn.cnn_accuracy) - names)
+    if unknown:
+        LOGGER.warning('--cnn-accuracy names %s, which no participant output has: ignored',
+                       ', '.join(unknown))  # fmt: skip
     references: dict[tuple, ReferenceNetworks] = {}
     best_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    weights: dict[str, dict[str, Any]] = {}
     for key, items in groups.items():
         task, _, _, cnn, layer = key
         work = config.execution.work_dir / 'group' / '_'.join(str(k) for k in key if k)
@@ -76,14 +85,15 @@ def run_group_level(config: Config) -> int:
         result = group_layer(stacked, reference.in_mask(group_mask), reference.names,
                              seed=config.execution.random_seed)  # fmt: skip
         write_group_layer(config.output_dir, items, result, group_mask, template, reference)
-        best_p.setdefault(task, {}).setdefault(cnn, {})[items[0].sidecar.get('Layer', layer)] = (
+        name = items[0].sidecar.get('CNN', cnn)  # torchvision's name (vgg11_bn, not vgg11bn)
+        best_p.setdefault(task, {}).setdefault(name, {})[items[0].sidecar.get('Layer', layer)] = (
             np.array([a.best_p for a in result['annotations']])
         )
+        weights[name] = items[0].sidecar.get('Weights', {})
         print(f'  task-{task} cnn-{cnn} layer-{layer}: {group_mask.sum()} voxels, labels '
               f'{_label_counts(result["annotations"])}')  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
     for task, by_cnn in best_p.items():
-        weights = {cnn: _first(groups, task, cnn).sidecar.get('Weights', {}) for cnn in by_cnn}
         write_similarity(config, task, by_cnn, weights, subjects)
     return 0
 
@@ -313,10 +323,6 @@ def _mask_image(group_mask: np.ndarray, template: nib.Nifti1Image) -> nib.Nifti1
     header = template.header.copy()
     header.set_data_dtype(np.uint8)
     return nib.Nifti1Image(group_mask.astype(np.uint8), template.affine, header)
-
-
-def _first(groups: Mapping[tuple, list[ParticipantMap]], task: str, cnn: str) -> ParticipantMap:
-    return next(items[0] for key, items in groups.items() if key[0] == task and key[3] == cnn)
 
 
 def _finite(value: float) -> float | None:

@@ -86,9 +86,9 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
 
 
 def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
-    """Refuse, before any work, runs that denoising, ``--alpha auto`` or the nulls cannot use.
+    """Refuse, before any work, inputs that denoising, coupling or annotation cannot use.
 
-    Each run's confounds are loaded as its denoising node will load them (degrees of freedom,
+    The reference networks are read once. Each run's confounds are loaded as its denoising node will load them (degrees of freedom,
     columns, row count); per subject and task the kept samples must allow the cross-validation
     folds, and every run ``--n-nulls`` distinct shifts.
 
@@ -97,13 +97,19 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     InputDataError
         With the run and what to change.
     """
+    import nibabel as nib
+
     from bids_syncact.bids.bold import clean_spec_for_run
     from bids_syncact.bids.discovery import by_subject_and_task
+    from bids_syncact.bids.references import load_reference_networks
     from bids_syncact.core.fbn import sample_clock
     from bids_syncact.core.nulls import draw_shifts
     from bids_syncact.core.selection import blocked_folds
 
     coupling = config.coupling
+    # the reference networks, read once on the first run's grid: a bad name, file or TSV is
+    # refused here, not by every annotation node at the end
+    load_reference_networks(coupling.reference_networks, nib.load(plans[0].mask))
     for (subject, task), group in by_subject_and_task(plans).items():
         specs = [
             clean_spec_for_run(
