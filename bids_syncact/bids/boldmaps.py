@@ -1,7 +1,7 @@
 """The 4-D maps of a subject's FBNs (``stat-coef``, ``stat-z``) and their sidecars (DESIGN.md 5).
 
 Volume ``k`` of a map is unit ``UnitIndices[k]``, on the grid and in the space of fMRIPrep's
-outputs, zero outside the brain mask. Images are gzipped with a zero timestamp, so a rerun writes
+outputs, NaN outside the brain mask. Images are gzipped with a zero timestamp, so a rerun writes
 the same bytes; each file is written to a temporary name and moved into place, the sidecar first.
 """
 

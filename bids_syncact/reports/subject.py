@@ -1,0 +1,151 @@
+"""``sub-<s>.html``: one subject's plan, timing, activations, FBNs and annotations.
+
+Built from the outputs alone (the sidecars record what ran), so ``--reports-only`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from bids_syncact.reports import figures
+from bids_syncact.reports.render import b64, fmt, output_layout, render, sidecar
+
+LOGGER = logging.getLogger('bids_syncact.reports')
+
+#: Units whose variance inflation is above this are flagged (a common rule of thumb).
+VIF_LIMIT = 10.0
+#: FBNs drawn per layer: the units with the largest summed |coefficient|.
+N_STRONGEST = 3
+
+
+def build_subject_report(output_dir: Path, subject: str, layout=None) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` from the subject's outputs; return its path.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the subject has no synchronized activations in OUTPUT_DIR.
+    """
+    layout = layout or output_layout(output_dir)
+    syncs = layout.get(subject=subject, desc='sync', suffix='timeseries', extension='.tsv')
+    if not syncs:
+        raise FileNotFoundError(f'no outputs of sub-{subject} in {output_dir}')
+    coefs = layout.get(subject=subject, stat='coef', suffix='boldmap', extension='.nii.gz')
+    warnings: list[str] = []
+    runs = _runs(syncs, warnings)
+    layers = [_layer(f, output_dir, warnings) for f in sorted(coefs, key=_order)]
+    random = sorted({layer['cnn'] for layer in layers if layer['random']})
+    if random:
+        warnings.insert(0, f'{", ".join(random)} ran with RANDOM weights (--weights none): its '
+                           'units say nothing about vision; for tests only.')  # fmt: skip
+    nav = [('warnings', 'Warnings'), ('plan', 'Plan'), ('timing', 'Timing'),
+           ('carpet', 'Activations'), ('fbns', 'FBNs')]  # fmt: skip
+    return render(
+        'subject.html', output_dir / f'sub-{subject}.html', title=f'sub-{subject}',
+        subtitle=f'bids-syncact participant report: {len(runs)} run(s), {len(layers)} layer(s)',
+        nav=nav, warnings=warnings, runs=runs, layers=layers, vif_limit=fmt(VIF_LIMIT),
+    )  # fmt: skip
+
+
+def _order(bids_file) -> tuple:
+    meta = sidecar(bids_file.path)
+    return bids_file.entities.get('task'), meta.get('CNN'), meta.get('Layer')
+
+
+def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
+    """One row per run (its first CNN's first layer carries the plan), with its figures."""
+    first: dict[str, Any] = {}
+    for bids_file in sorted(syncs, key=lambda f: f.path):
+        name = Path(bids_file.path).name.split('_cnn-')[0]
+        first.setdefault(name, bids_file)
+    runs = []
+    for name, bids_file in first.items():
+        meta = sidecar(bids_file.path)
+        table = pd.read_csv(bids_file.path, sep='\t')
+        times = table['acquisition_time'].to_numpy()
+        stimulus = meta.get('Stimulus') or {}
+        onset, duration = stimulus.get('onset_s', 0.0), stimulus.get('duration_s', 0.0)
+        t_r = float(meta.get('RepetitionTime', np.median(np.diff(times))))
+        run_end = times[-1] + t_r / 2
+        if onset + duration < run_end - t_r:
+            warnings.append(f'{name}: the stimulus ends at {onset + duration:.1f} s, before the '
+                            f'run ({run_end:.1f} s): the rest of the run sees a blank screen.')  # fmt: skip
+        dropped = meta.get('NonSteadyStateVolumes', [])
+        activations = table.drop(columns=['acquisition_time']).to_numpy()
+        layer = f'{meta.get("CNN")} {meta.get("Layer")}'
+        bold = next((s for s in meta.get('Sources', []) if 'desc-preproc_bold' in s), '')
+        runs.append({
+            'name': name, 't_r': fmt(t_r), 'n_vols': len(times),
+            'timing_source': meta.get('TimingSource'), 'offset': fmt(meta.get('AcquisitionOffset')),
+            'dropped': ', '.join(map(str, dropped)) or 'none',
+            'stimulus': Path(str(stimulus.get('path', ''))).name or stimulus.get('kind', ''),
+            'onset': fmt(onset), 'duration': fmt(duration), 'bold': bold.split('/')[-1],
+            'timing_png': b64(figures.timing_figure(times, dropped, onset, duration, t_r,
+                                                    title=name)),
+            'carpet_png': b64(figures.carpet_figure(activations, times, meta['UnitIndices'],
+                                                    title=f'{name}: {layer}')),
+        })  # fmt: skip
+    return runs
+
+
+def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
+    """A layer's summary, CV curve, strongest FBNs and annotation table."""
+    meta = sidecar(bids_file.path)
+    units = meta['UnitIndices']
+    img = nib.load(bids_file.path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    strength = np.nansum(np.abs(data), axis=(0, 1, 2))
+    vif = [np.inf if v is None else v for v in meta.get('VarianceInflation', [])]
+    high = [u for u, v in zip(units, vif, strict=False) if v > VIF_LIMIT]
+    cnn, layer = meta.get('CNN'), meta.get('Layer')
+    if high:
+        warnings.append(f'{cnn} {layer}: {len(high)} of {len(units)} units have a variance '
+                        f'inflation above {VIF_LIMIT:g} (their maps depend on which other units '
+                        'are in the dictionary).')  # fmt: skip
+    glass = []
+    for k in np.argsort(-strength, kind='stable')[:N_STRONGEST]:
+        if strength[k] > 0:
+            title = f'{layer} unit {units[k]}'
+            png = figures.glass_brain_figure(nib.Nifti1Image(data[..., k], img.affine), title)
+            glass.append({'unit': units[k], 'png': b64(png)})
+    selection = meta.get('AlphaSelection')
+    alpha_png = None
+    if isinstance(selection, dict) and 'grid' in selection:
+        alpha_png = b64(figures.alpha_curve_figure(selection['grid'], selection['r2'],
+                                                   meta['Alpha'], f'{layer}: alpha by CV'))  # fmt: skip
+    annotations = _annotation_rows(bids_file, output_dir, dict(zip(units, vif, strict=False)))
+    return {
+        'cnn': cnn, 'layer': layer, 'task': bids_file.entities.get('task'),
+        'alpha': fmt(meta.get('Alpha')), 'alpha_mode': meta.get('AlphaMode'),
+        'condition': fmt(meta.get('ConditionNumber')), 'n_units': len(units),
+        'n_high_vif': len(high), 'alpha_png': alpha_png, 'glass': glass,
+        'annotations': annotations,
+        'n_labelled': sum(a['label'] != 'none' for a in annotations),
+        'random': (meta.get('Weights') or {}).get('Kind') == 'none',
+    }  # fmt: skip
+
+
+def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, str]]:
+    name = Path(bids_file.path).name
+    entities = name.split('_space-')[0]
+    tail = '_cnn-' + name.split('_cnn-')[1].split('_stat-')[0]
+    path = Path(bids_file.path).with_name(f'{entities}{tail}_annotations.tsv')
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, sep='\t')
+    rows = []
+    for unit, unit_rows in table.groupby('unit', sort=False):
+        best = unit_rows.sort_values('p', kind='stable').iloc[0]
+        rows.append({
+            'unit': int(unit), 'label': str(best['label']), 'best': str(best['network']),
+            'p': fmt(best['p_bonferroni']), 'enrichment': fmt(best['enrichment']),
+            'dice': fmt(best['dice']), 'r': fmt(best['correlation']),
+            'vif': fmt(vif.get(int(unit))),
+        })  # fmt: skip
+    return rows
