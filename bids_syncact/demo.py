@@ -365,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     command = [str(root), str(out), 'participant', '-w', str(work)]
     truth = json.loads((root / 'sourcedata' / 'groundtruth' / 'truth.json').read_text())
     weights = root / 'sourcedata' / 'groundtruth' / truth['Weights']
-    command += ['--weights', f'alexnet={weights}']
+    # the planted truth is on Seitzman's networks: annotate with them, whatever TemplateFlow holds
+    references = ['--reference-networks', 'seitzman2018']
+    command += ['--weights', f'alexnet={weights}', *references]
     print('Running: bids-syncact ' + ' '.join(command), flush=True)
     code = run_app(command)
     if code == 0:
         print(recovery_report(out, root, truth, spec))
-        group = [str(root), str(out), 'group', '-w', str(work)]
+        group = [str(root), str(out), 'group', '-w', str(work), *references]
         print('Running: bids-syncact ' + ' '.join(group), flush=True)
         code = run_app(group)
     if code == 0:
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 def group_labels(out: Path, truth: dict) -> dict[int, tuple[str, str]]:
     """Return per planted unit its planted network and its group-level label."""
     layer = bids_label(truth['Layer'])
-    path = next(out.glob(f'task-*_cnn-{truth["CNN"]}_layer-{layer}_desc-group_annotations.tsv'))
+    path = next(out.glob(f'task-*cnn-{truth["CNN"]}_layer-{layer}_desc-group_annotations.tsv'))
     table = pd.read_csv(path, sep='\t').drop_duplicates('unit').set_index('unit')
     return {
         int(unit): (truth['Networks'][str(unit)], str(table.loc[int(unit), 'label']))

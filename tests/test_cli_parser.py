@@ -148,8 +148,8 @@ def test_config_is_frozen_and_parses_every_form(monkeypatch):
         '--res', 'res-2', '-d', 'fmriprep=/deriv', '--stimulus', 'movie=/m.mp4', '/n.mp4',
         '--stimulus-onset', '-3.5', '--layers', 'alexnet:features.1', 'features.4',
         '--weights', 'alexnet=/w.pth', 'none', '--max-units', 'all', '--frame-rate', 'native',
-        '--alpha', 'auto', '--cnn-accuracy', 'mine=70.5', '--confounds-strategy', 'none',
-        '--high-pass', '0.01', '-vv', monkeypatch=monkeypatch,
+        '--alpha', 'auto', '--confounds-strategy', 'none', '--high-pass', '0.01', '-vv',
+        monkeypatch=monkeypatch,
     )  # fmt: skip
     assert config.inputs.participant_label == ('01', '02')
     assert config.inputs.session_label == ('pre',)
@@ -162,12 +162,36 @@ def test_config_is_frozen_and_parses_every_form(monkeypatch):
     assert config.cnn.layers == (('alexnet', 'features.1'), (None, 'features.4'))
     assert config.cnn.weights == (('alexnet', '/w.pth'), (None, 'none'))
     assert config.cnn.max_units is None
-    assert dict(config.cnn.cnn_accuracy) == {'mine': 70.5}
     assert config.coupling.effective_high_pass == 0.01
     assert config.execution.verbosity == 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.inputs.space = 'T1w'  # type: ignore[misc]
     assert '"participant_label": [' in config.to_json()
+
+
+def test_the_group_level_parses_its_own_options(monkeypatch):
+    parser = build_parser()
+    for stage in STAGES:
+        monkeypatch.setitem(cli_parser.STAGES, stage, True)
+    args = ['/data', '/out', 'group', '--cnn-accuracy', 'mine=70.5', 'vgg11_bn=70.4',
+            '--reference-networks', 'atlas.nii.gz', '--participant-label', '01']  # fmt: skip
+    config = build_config(parser.parse_args(args), parser)
+    assert dict(config.cnn.cnn_accuracy) == {'mine': 70.5, 'vgg11_bn': 70.4}
+    assert config.cnn.cnn == ()  # every CNN found, unless --cnn selects
+    assert config.coupling.reference_networks == str(Path.cwd() / 'atlas.nii.gz')
+    named = build_config(parser.parse_args([*args[:3], '--reference-networks', 'seitzman2018']),
+                         parser)  # fmt: skip
+    assert named.coupling.reference_networks == 'seitzman2018'
+
+
+@pytest.mark.parametrize(('level', 'option'), [
+    ('group', ['--alpha', '0.1']), ('group', ['--n-nulls', '10']), ('group', ['--nprocs', '2']),
+    ('group', ['--weights', 'none']), ('group', ['--stimulus-map', 'm.tsv']),
+    ('participant', ['--cnn-accuracy', 'alexnet=56.5']),
+])  # fmt: skip
+def test_an_option_of_the_other_level_is_refused_not_ignored(cli, level, option):
+    result = cli('/data', '/out', level, *option)
+    assert_refused(result, 64, option[0], 'only the')
 
 
 def test_high_pass_with_cosines_is_an_error(monkeypatch):

@@ -269,3 +269,33 @@ def test_bad_reference_networks_are_refused_before_any_work(cli, tmp_path, value
     assert_refused(cli(bids, out, 'group', '--reference-networks', value), code, *words)
     assert not list(out.glob('*desc-group*'))
     assert not (tmp_path / 'work' / 'group').exists()
+
+
+def _with_sessions(out: Path) -> None:
+    """Move sub-01's maps into two sessions (as two participant runs with ses- would)."""
+    for path in list(out.glob('sub-01/func/*')):
+        for session in ('A', 'B'):
+            target = out / 'sub-01' / f'ses-{session}' / 'func' / path.name.replace(
+                'sub-01_', f'sub-01_ses-{session}_')  # fmt: skip
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+        path.unlink()
+
+
+def test_two_sessions_of_a_subject_are_not_two_subjects(cli, tmp_path):
+    out = write_participant_outputs(tmp_path / 'out')
+    _with_sessions(out)
+    bids = tmp_path / 'bids'
+    bids.mkdir()
+    (bids / 'dataset_description.json').write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    assert_refused(cli(bids, out, 'group'), 65, 'sub-01', 'sessions A, B', '--session-label')
+    # one session selected: one map per subject
+    assert _group(tmp_path, out, '--session-label', 'A') == 0
+
+
+def test_task_and_cnn_select_the_maps(tmp_path):
+    out = write_participant_outputs(tmp_path / 'out', cnns=('alexnet', 'vgg11'))
+    assert _group(tmp_path, out, '--cnn', 'vgg11', '-t', 'movie') == 0
+    assert not list(out.glob('*cnn-alexnet*desc-group*'))
+    assert len(list(out.glob('*cnn-vgg11*_desc-group_boldmap.nii.gz'))) == 2
+    assert not (out / 'task-movie_desc-group_similarity.tsv').exists()  # one CNN selected

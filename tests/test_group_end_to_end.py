@@ -58,5 +58,5 @@ def test_three_cnns_on_weights_files_are_scored_against_their_accuracy(tmp_path)
     for cnn, layer in CNNS.items():
         label = cnn.replace('_', '')
         layer_label = layer.replace('.', '')
-        assert (out / f'task-movie_cnn-{label}_layer-{layer_label}_desc-group_annotations.tsv'
-                ).is_file()  # fmt: skip
+        assert (out / f'task-movie_space-MNI152NLin2009cAsym_cnn-{label}_layer-{layer_label}'
+                '_desc-group_annotations.tsv').is_file()  # fmt: skip

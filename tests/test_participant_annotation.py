@@ -40,8 +40,8 @@ def test_each_unit_is_annotated_and_pybids_finds_the_table(tmp_path, rng):
     (out / 'dataset_description.json').write_text(
         '{"Name": "s", "BIDSVersion": "1.10.0", "DatasetType": "derivative"}'
     )
-    path = annotations_path(out, {'subject': '01', 'task': 'movie'}, cnn='alexnet',
-                            layer='features.1')  # fmt: skip
+    path = annotations_path(out, {'subject': '01', 'task': 'movie'}, space='MNI152NLin2009cAsym',
+                            res=None, cnn='alexnet', layer='features.1')  # fmt: skip
     AnnotateLayer(
         map_files=[str(coef)], sidecar_files=[str(sidecar)], stats=['coef'],
         mask_file=str(mask), reference_networks='seitzman2018', source='bids::sub-01/x.nii.gz',
@@ -62,6 +62,7 @@ def test_each_unit_is_annotated_and_pybids_finds_the_table(tmp_path, rng):
     assert found.entities['cnn'] == 'alexnet'
     assert found.entities['layer'] == 'features1'
     assert found.entities['subject'] == '01'
+    assert found.entities['space'] == 'MNI152NLin2009cAsym'
 
 
 def test_a_reference_atlas_file_is_used(tmp_path, rng):

@@ -15,13 +15,14 @@ from bids_syncact.core.annotation import LABEL_LEVEL, TOP_FRACTION, Annotation
 
 
 def annotations_path(
-    output_dir: Path, entities: Mapping[str, Any], *, cnn: str, layer: str
-) -> Path:
-    """Where a subject's annotations of one layer go (no space: one table per layer).
+    output_dir: Path, entities: Mapping[str, Any], *, space: str, res: str | None, cnn: str,
+    layer: str,
+) -> Path:  # fmt: skip
+    """Where a subject's annotations of one layer go (the space of the maps they annotate).
 
-    >>> annotations_path(Path('/out'), {'subject': '01', 'task': 'movie'}, cnn='alexnet',
-    ...                  layer='features.1').name
-    'sub-01_task-movie_cnn-alexnet_layer-features1_annotations.tsv'
+    >>> annotations_path(Path('/out'), {'subject': '01', 'task': 'movie'}, space='MNI',
+    ...                  res=None, cnn='alexnet', layer='features.1').name
+    'sub-01_task-movie_space-MNI_cnn-alexnet_layer-features1_annotations.tsv'
     """
     parts = [f'sub-{entities["subject"]}']
     if entities.get('session') is not None:
@@ -29,19 +30,28 @@ def annotations_path(
     parts.append(f'task-{entities["task"]}')
     if entities.get('acquisition') is not None:
         parts.append(f'acq-{entities["acquisition"]}')
+    parts.append(f'space-{space}')
+    if res:
+        parts.append(f'res-{res}')
     parts += [f'cnn-{bids_label(cnn)}', f'layer-{bids_label(layer)}']
     return subject_dir(output_dir, entities) / ('_'.join(parts) + '_annotations.tsv')
 
 
 def write_annotations(
     path: Path, units: Sequence[int], annotations: Sequence[Annotation],
-    sidecar: Mapping[str, Any],
+    sidecar: Mapping[str, Any], per_unit: Mapping[str, Sequence[Any]] | None = None,
 ) -> Path:  # fmt: skip
-    """Write one row per unit and network (the unit's label repeated on its rows), atomically."""
+    """Write one row per unit and network (the unit's label repeated on its rows), atomically.
+
+    ``per_unit`` adds columns of one value per unit (the group's consistency), repeated on the
+    unit's rows like its label.
+    """
+    per_unit = per_unit or {}
     rows = []
-    for unit, annotation in zip(units, annotations, strict=True):
-        rows += [{'unit': unit, 'label': annotation.label, 'n_top': annotation.n_top, **row}
-                 for row in annotation.rows()]  # fmt: skip
+    for k, (unit, annotation) in enumerate(zip(units, annotations, strict=True)):
+        extra = {column: values[k] for column, values in per_unit.items()}
+        rows += [{'unit': unit, 'label': annotation.label, 'n_top': annotation.n_top, **extra,
+                  **row} for row in annotation.rows()]  # fmt: skip
     return write_table(path, pd.DataFrame(rows), sidecar)
 
 
@@ -55,7 +65,9 @@ def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
             '(|F&N|/|F|)/(|N|/|M|), one-sided hypergeometric p, Bonferroni over networks; label = '
             'the network with the smallest p when its Bonferroni p < '
             f'{LABEL_LEVEL:g}, else none; Dice and '
-            'Pearson r for reference. NaN p (n/a) for an empty map'
+            'Pearson r for reference. NaN p (n/a) for an empty map. The p-values treat voxels '
+            'as independent: spatially smooth maps make them too small, so read labels as '
+            'descriptive'
         ),
         **common,
         'ReferenceNetworks': reference.name,

@@ -23,7 +23,7 @@ from bids_syncact.bids.io import atomic_write_bytes, atomic_write_json
 #: Entities a subject's maps keep when every run shares them (runs are combined).
 SHARED_ENTITIES = (('session', 'ses'), ('acquisition', 'acq'))
 #: NIfTI intent of each ``stat``.
-INTENTS = {'coef': 'estimate', 'z': 'z score'}
+INTENTS = {'coef': 'estimate', 'z': 'z score', 't': 't test'}
 
 
 def common_entities(run_entities: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -65,7 +65,9 @@ def boldmap_path(
     return subject_dir(output_dir, entities) / ('_'.join(parts) + '_boldmap.nii.gz')
 
 
-def boldmap_bytes(maps: np.ndarray, mask_img: nib.Nifti1Image, stat: str) -> bytes:
+def boldmap_bytes(
+    maps: np.ndarray, mask_img: nib.Nifti1Image, stat: str, intent_params: tuple = ()
+) -> bytes:
     """Return the gzipped NIfTI of ``maps`` ``(K, V)`` put back into the mask's grid.
 
     The gzip header's timestamp is zero, so the same maps always give the same bytes.
@@ -81,7 +83,7 @@ def boldmap_bytes(maps: np.ndarray, mask_img: nib.Nifti1Image, stat: str) -> byt
     img = nib.Nifti1Image(volume, mask_img.affine, header)
     img.header.set_xyzt_units('mm', 'unknown')
     img.header.set_zooms((*mask_img.header.get_zooms()[:3], 1.0))
-    img.header.set_intent(INTENTS.get(stat, 'none'), name=stat)
+    img.header.set_intent(INTENTS.get(stat, 'none'), intent_params, name=stat)
     img.header['descrip'] = b'bids-syncact'
     img.header['cal_min'], img.header['cal_max'] = 0.0, 0.0
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)

@@ -16,7 +16,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bids_syncact.bids.cache import bids_label
 from bids_syncact.bids.derivatives import PYBIDS_CONFIG
+from bids_syncact.config import InputConfig
 from bids_syncact.core.group import MIN_SUBJECTS
 from bids_syncact.errors import InputDataError, MissingInputError
 
@@ -25,7 +27,7 @@ LOGGER = logging.getLogger('bids_syncact.group')
 #: Sidecar settings that must be the same for every subject of a group analysis.
 SAME_SETTINGS = (
     'CNN', 'Layer', 'UnitIndices', 'Weights', 'AlphaMode', 'FrameRate', 'FrameFit', 'HRF',
-    'MaxUnits', 'ConfoundsStrategy', 'HighPass', 'SmoothingFWHM',
+    'MaxUnits', 'ConfoundsStrategy', 'HighPass', 'SmoothingFWHM', 'Alpha',
 )  # fmt: skip
 
 
@@ -34,6 +36,7 @@ class ParticipantMap:
     """One subject's ``stat-coef`` map of one layer, with its sidecar."""
 
     subject: str
+    session: str | None
     task: str
     space: str
     res: str | None
@@ -49,17 +52,19 @@ class ParticipantMap:
         return self.task, self.space, self.res, self.cnn, self.layer
 
 
-def collect_participant_maps(
-    output_dir: Path, subjects: Sequence[str] | None = None
-) -> dict[tuple, list[ParticipantMap]]:
+def collect_participant_maps(output_dir: Path, inputs: InputConfig,
+                             cnns: Sequence[str] = ()) -> dict[tuple, list[ParticipantMap]]:  # fmt: skip
     """Return the subjects' coefficient maps, grouped by :attr:`ParticipantMap.key`.
 
     Parameters
     ----------
     output_dir : Path
         OUTPUT_DIR of the participant level.
-    subjects : sequence of str, optional
-        ``--participant-label``: only these subjects (``sub-`` optional).
+    inputs : InputConfig
+        ``--participant-label``, ``--session-label``, ``-t/--task-id``, ``--space`` and
+        ``--res`` select the maps, as at the participant level.
+    cnns : sequence of str
+        ``--cnn``: only these CNNs (all when empty).
 
     Raises
     ------
@@ -67,9 +72,11 @@ def collect_participant_maps(
         No participant output, a selected subject without any, or fewer than
         :data:`~bids_syncact.core.group.MIN_SUBJECTS` subjects.
     InputDataError
-        Subjects processed differently (:func:`check_same_settings`).
+        Subjects processed differently (:func:`check_same_settings`), or a subject with maps
+        of several sessions of one task (select one with ``--session-label``).
     """
     from bids import BIDSLayout, BIDSLayoutIndexer  # pybids: imported on demand
+    from bids.layout import Query
 
     if not (output_dir / 'dataset_description.json').is_file():
         raise MissingInputError(
@@ -78,25 +85,40 @@ def collect_participant_maps(
         )
     layout = BIDSLayout(output_dir, config=['bids', 'derivatives', str(PYBIDS_CONFIG)],
                         indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))  # fmt: skip
-    wanted = [s.removeprefix('sub-') for s in subjects] if subjects else None
-    files = layout.get(suffix='boldmap', stat='coef', extension='.nii.gz',
-                       **({'subject': wanted} if wanted else {}))  # fmt: skip
+    wanted = [s.removeprefix('sub-') for s in inputs.participant_label]
+    query: dict[str, Any] = {'space': inputs.space}
+    for entity, values in (('subject', wanted), ('task', inputs.task_id),
+                           ('cnn', [bids_label(c) for c in cnns])):  # fmt: skip
+        if values:
+            query[entity] = list(values)
+    if inputs.session_label:  # the selected sessions, and subjects without sessions
+        query['session'] = [*(s.removeprefix('ses-') for s in inputs.session_label), Query.NONE]
+    if inputs.res:
+        query['res'] = inputs.res
+    files = layout.get(suffix='boldmap', stat='coef', extension='.nii.gz', **query)
     maps = [_participant_map(f) for f in files if f.entities.get('subject')]
     found = sorted({m.subject for m in maps})
-    missing = sorted(set(wanted or ()) - set(found))
+    missing = sorted(set(wanted) - set(found))
     if missing:
         raise MissingInputError(
-            f'no participant outputs of sub-{missing[0]} in {output_dir}: run the participant '
-            'level for it, or leave it out of --participant-label'
+            f'no participant outputs of sub-{missing[0]} in {output_dir} (space {inputs.space}): '
+            'run the participant level for it, or leave it out of --participant-label'
         )
     if len(found) < MIN_SUBJECTS:
         raise MissingInputError(
             f'the group level needs at least {MIN_SUBJECTS} subjects with participant outputs; '
-            f'{output_dir} has {len(found)} ({", ".join("sub-" + s for s in found) or "none"}):'
-            ' run the participant level for more subjects'
+            f'{output_dir} has {len(found)} in space {inputs.space} '
+            f'({", ".join("sub-" + s for s in found) or "none"}): run the participant level for '
+            'more subjects'
+        )
+    resolutions = sorted({m.res or 'native' for m in maps})
+    if len(resolutions) > 1:
+        raise InputDataError(
+            f'{output_dir} has maps at resolutions {", ".join(resolutions)} of {inputs.space}: '
+            'select one with --res'
         )
     groups: dict[tuple, list[ParticipantMap]] = {}
-    for item in sorted(maps, key=lambda m: (m.key, m.subject)):
+    for item in sorted(maps, key=lambda m: (m.key, m.subject, m.session or '')):
         groups.setdefault(item.key, []).append(item)
     check_same_settings(groups, found)
     return groups
@@ -114,7 +136,8 @@ def _participant_map(bids_file) -> ParticipantMap:
             'participant level of this subject'
         ) from err
     return ParticipantMap(
-        subject=entities['subject'], task=entities['task'], space=entities.get('space', ''),
+        subject=entities['subject'], session=entities.get('session'), task=entities['task'],
+        space=entities.get('space', ''),
         res=entities.get('res'), cnn=entities['cnn'], layer=entities['layer'], path=path,
         sidecar=sidecar,
     )  # fmt: skip
@@ -134,9 +157,16 @@ def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: lis
     rerun = 'rerun the participant level of every subject with the same settings'
     for key, items in groups.items():
         name = f'task-{key[0]} space-{key[1]} cnn-{key[3]} layer-{key[4]}'
-        have = {m.subject for m in items}
-        if have != set(subjects):
-            lacking = min(set(subjects) - have)
+        have = [m.subject for m in items]
+        twice = sorted({s for s in have if have.count(s) > 1})
+        if twice:
+            sessions = sorted({m.session or 'none' for m in items if m.subject == twice[0]})
+            raise InputDataError(
+                f'sub-{twice[0]} has {name} maps of sessions {", ".join(sessions)}: the group '
+                'test needs one map per subject; select a session with --session-label'
+            )
+        if set(have) != set(subjects):
+            lacking = min(set(subjects) - set(have))
             raise InputDataError(
                 f'sub-{lacking} has no {name} map while sub-{items[0].subject} has one: subjects '
                 f'differ in space, CNNs or layers; {rerun}, or select subjects with '
@@ -146,11 +176,11 @@ def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: lis
         grid = _grid(first.path)
         for item in items[1:]:
             for setting in SAME_SETTINGS:
-                if item.sidecar.get(setting) != first.sidecar.get(setting):
+                mine, theirs = _setting(item.sidecar, setting), _setting(first.sidecar, setting)
+                if mine != theirs:
                     raise InputDataError(
                         f'{name}: sub-{item.subject} differs from sub-{first.subject} in '
-                        f'{setting} ({_short(item.sidecar.get(setting))} vs '
-                        f'{_short(first.sidecar.get(setting))}); {rerun}'
+                        f'{setting} ({_short(mine)} vs {_short(theirs)}); {rerun}'
                     )
             other = _grid(item.path)
             if other[0] != grid[0] or not np.allclose(other[1], grid[1], atol=1e-4):
@@ -158,6 +188,16 @@ def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: lis
                     f'{name}: sub-{item.subject} is on another grid than sub-{first.subject} '
                     f'(shape {other[0]} vs {grid[0]}); {rerun}'
                 )
+
+
+def _setting(sidecar: dict[str, Any], setting: str) -> Any:
+    """Return what must agree: weights by kind, name and checksum (not where the file was)."""
+    value = sidecar.get(setting)
+    if setting == 'Weights' and isinstance(value, dict):
+        return {key: value.get(key) for key in ('Kind', 'Name', 'Sha256', 'Seed')}
+    if setting == 'Alpha' and sidecar.get('AlphaMode') != 'fixed':
+        return None  # chosen per subject by cross-validation: may differ
+    return value
 
 
 def _grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:

@@ -98,6 +98,7 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
             f'unknown analysis level {ns.analysis_level!r}: use participant or group'
         )
     refuse_unbuilt_options(parser, ns)
+    refuse_other_level_options(ns)
     if ns.stimulus and ns.stimulus_map:
         raise UsageError(
             '--stimulus and --stimulus-map both say which movie a run showed: give one (a map '
@@ -133,6 +134,8 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
 
         filters = read_bids_filters(ns.bids_filter_file)
 
+    # the group level takes every CNN it finds unless --cnn selects some
+    every_cnn = {'cnn': ()} if ns.analysis_level == 'group' and not ns.cnn else {}
     return Config(
         analysis_level=ns.analysis_level,
         output_dir=output_dir,
@@ -147,12 +150,42 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
         cnn=CNNConfig(**_given(ns, CNNConfig, {
             'cnn': _unique, 'layers': tuple, 'weights': tuple, 'cnn_accuracy': dict,
             'max_units': lambda value: None if value == 'all' else value,
-        })),
+        }, **every_cnn)),
         coupling=CouplingConfig(**_given(ns, CouplingConfig, {
             'alpha': lambda value: None if value == 'auto' else value,
+            'reference_networks': _reference_networks,
         })),
         execution=ExecutionConfig(**_given(ns, ExecutionConfig, {}, work_dir=work_dir)),
     )  # fmt: skip
+
+
+#: Options that only the participant level uses: refused at the group level, never ignored.
+PARTICIPANT_ONLY = (
+    'bids_filter_file', 'derivatives', 'bids_database_dir', 'stimulus_map', 'stimulus',
+    'stimulus_onset', 'dummy_scans', 'frame_rate', 'frame_fit', 'hrf', 'weights', 'max_units',
+    'features_only', 'confounds_strategy', 'high_pass', 'smoothing_fwhm', 'alpha', 'n_nulls',
+    'device', 'nprocs', 'omp_nthreads', 'mem_gb', 'nipype_plugin_file', 'stop_on_first_crash',
+)  # fmt: skip
+#: Options that only the group level uses.
+GROUP_ONLY = ('cnn_accuracy',)
+
+
+def refuse_other_level_options(ns: argparse.Namespace) -> None:
+    """Refuse (exit 64) an option the chosen analysis level would not use.
+
+    The group level reads what the participant level wrote: its settings are in the sidecars,
+    and the group level refuses subjects whose settings differ.
+    """
+    other = PARTICIPANT_ONLY if ns.analysis_level == 'group' else GROUP_ONLY
+    given = [dest for dest in other if getattr(ns, dest, None) not in (None, False)]
+    if given:
+        flags = ', '.join('--' + dest.replace('_', '-') for dest in given)
+        level = 'participant' if ns.analysis_level == 'group' else 'group'
+        raise UsageError(
+            f'{flags}: only the {level} level uses it; leave it out of the '
+            f'{ns.analysis_level} level (the group level reads the settings from the '
+            'participant outputs)'
+        )
 
 
 def _given(
@@ -168,6 +201,18 @@ def _given(
         if name not in kwargs and value is not None:
             kwargs[name] = convert.get(name, lambda v: v)(value)
     return kwargs
+
+
+def _reference_networks(value: str) -> str:
+    """Return the name, or the path made absolute (annotation nodes run in their folders)."""
+    from bids_syncact.bids.references import REFERENCE_NAMES
+
+    looks_like_a_path = '/' in value or value.endswith(('.nii', '.nii.gz')) or Path(value).exists()
+    return (
+        str(_absolute(Path(value)))
+        if looks_like_a_path and value not in REFERENCE_NAMES
+        else value
+    )
 
 
 def _unique(values: list[str] | None) -> tuple[str, ...]:

@@ -137,7 +137,7 @@ class Annotation:
         """Return the network with the smallest p (first in order on ties), or ``NO_LABEL``."""
         if self.n_top == 0 or not len(self.networks):
             return NO_LABEL
-        return self.networks[int(np.nanargmin(self.p))]
+        return self.networks[_best(self.p, self.enrichment)]
 
     def rows(self) -> list[dict[str, object]]:
         """Return one table row per network: its name, sizes, scores and whether it is the label.
@@ -253,7 +253,7 @@ def annotate(
     correlation = _correlations(fbn, networks)
 
     if n_top and n_networks:
-        best = int(np.argmin(p))
+        best = _best(p, enrichment)
         best_p = float(p[best])
         label = names[best] if p_bonferroni[best] < level else NO_LABEL
     else:
@@ -273,6 +273,16 @@ def annotate(
         correlation=correlation,
         best_p=best_p,
     )
+
+
+def _best(p: np.ndarray, enrichment: np.ndarray) -> int:
+    """Return the network with the smallest p; ties (p underflows to 0) to the larger enrichment.
+
+    >>> _best(np.array([0.0, 0.0, 0.3]), np.array([2.0, 5.0, 9.0]))
+    1
+    """
+    order = np.lexsort((-np.nan_to_num(enrichment, nan=-np.inf), np.nan_to_num(p, nan=np.inf)))
+    return int(order[0])
 
 
 def annotations_table(

@@ -77,37 +77,44 @@ def sign_flip_group_map(
     n = maps.shape[0]
     exact = 2 ** (n - 1) <= n_permutations
     flips = _all_flips(n) if exact else _random_flips(n, n_permutations, seed)
+    # |t| = sqrt(n - 1) u / sqrt(1 - u^2) with u = |f.x| / sqrt(n x.x), which a flip f does not
+    # change but through f.x: the largest |t| of a flip is that of its largest u, so the null
+    # needs one product with the scaled maps and a maximum, not a t per voxel and flip. Voxels
+    # that are zero in every subject have no t and take no part.
     sum_sq = np.einsum('ij,ij->j', maps, maps)
-    t = _t_of_flips(np.ones((1, n)), maps, sum_sq)[0]
-    h0 = np.concatenate([
-        np.max(np.nan_to_num(np.abs(_t_of_flips(flips[i : i + _FLIP_BLOCK], maps, sum_sq)),
-                             nan=0.0), axis=1)
+    active = sum_sq > 0
+    scaled = maps[:, active] / np.sqrt(n * sum_sq[active])
+    u = np.abs(scaled.sum(axis=0))
+    h0_u = np.concatenate([
+        np.abs(flips[i : i + _FLIP_BLOCK] @ scaled).max(axis=1, initial=0.0)
         for i in range(0, len(flips), _FLIP_BLOCK)
     ])  # fmt: skip
-    magnitude = np.nan_to_num(np.abs(t), nan=0.0)
-    # count per voxel the flips whose maximum reaches its |t|, with a relative tolerance for
-    # the identity flip, computed by the same products
-    reach = np.searchsorted(np.sort(h0), magnitude * (1.0 - 1e-12), side='left')
-    count = len(h0) - reach
-    p = count / len(h0) if exact else (1.0 + count) / (1.0 + len(h0))
-    p = np.where(np.isnan(t), 1.0, np.minimum(p, 1.0))
-    return GroupMap(t=t.astype(np.float32), logp_fwe=(-np.log10(p)).astype(np.float32),
-                    h0_max_t=h0, exact=exact)  # fmt: skip
+    # count per voxel the flips whose maximum reaches its u (the identity always does, up to
+    # rounding between the two products)
+    count = len(h0_u) - np.searchsorted(np.sort(h0_u), u * (1.0 - 1e-12), side='left')
+    p = np.ones(maps.shape[1])
+    p[active] = count / len(h0_u) if exact else (1.0 + count) / (1.0 + len(h0_u))
+    t = np.full(maps.shape[1], np.nan)
+    t[active] = np.sign(scaled.sum(axis=0)) * _t_of_u(u, n)
+    return GroupMap(t=t.astype(np.float32), logp_fwe=(-np.log10(np.minimum(p, 1.0))).astype(
+        np.float32), h0_max_t=_t_of_u(h0_u, n), exact=exact)  # fmt: skip
 
 
 #: Flips per matrix product (memory: _FLIP_BLOCK x n_voxels doubles).
 _FLIP_BLOCK = 64
 
 
-def _t_of_flips(flips: np.ndarray, maps: np.ndarray, sum_sq: np.ndarray) -> np.ndarray:
-    """Return the one-sample t of each flip and voxel, ``(n_flips, n_voxels)``; NaN if 0/0."""
-    n = maps.shape[0]
-    mean = flips @ maps / n
-    var = np.maximum(sum_sq - n * mean**2, 0.0) / (n - 1)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        t = mean / np.sqrt(var / n)
-    t[(var <= 1e-30 * np.maximum(sum_sq, 1e-300)) & (mean == 0)] = np.nan
-    return t
+def _t_of_u(u: np.ndarray, n: int) -> np.ndarray:
+    """Return the one-sample t of ``n`` values whose normalised sum is ``u`` (see above).
+
+    >>> x = np.array([1.0, 2.0, 4.0])
+    >>> u = x.sum() / np.sqrt(3 * (x @ x))
+    >>> t = x.mean() / (x.std(ddof=1) / np.sqrt(3))
+    >>> bool(np.isclose(_t_of_u(np.array([u]), 3)[0], t))
+    True
+    """
+    with np.errstate(divide='ignore'):
+        return np.sqrt(n - 1.0) * u / np.sqrt(np.maximum(1.0 - u * u, 0.0))
 
 
 def _all_flips(n: int) -> np.ndarray:

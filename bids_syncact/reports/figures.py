@@ -13,9 +13,9 @@ import matplotlib
 
 matplotlib.use('Agg')
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
 
 #: Figure width (inches) of the full-width figures; at 100 dpi, 1000 pixels.
 WIDTH_IN = 10.0
@@ -113,12 +113,13 @@ def glass_brain_figure(img: nib.Nifti1Image, title: str, *, symmetric: bool = Tr
 
 
 def bar_figure(values: Mapping[str, float], title: str, ylabel: str) -> bytes:
-    """Draw one bar per key (labels per layer, consistency per unit)."""
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.35 * len(values) + 1.5), 2.6))
+    """Draw one bar per key (consistency per unit), full width; missing values left empty."""
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.2))
     names = list(values)
-    heights = [np.nan_to_num(values[n]) for n in names]
+    heights = [values[n] if np.isfinite(values[n]) else 0.0 for n in names]
     ax.bar(range(len(names)), heights, color='#4a6fa5')
-    ax.set_xticks(range(len(names)), names, rotation=60, ha='right', fontsize=7)
+    step = max(1, int(np.ceil(len(names) / 40)))
+    ax.set_xticks(range(0, len(names), step), names[::step], rotation=90, fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9, loc='left')
     for side in ('top', 'right'):
@@ -129,7 +130,7 @@ def bar_figure(values: Mapping[str, float], title: str, ylabel: str) -> bytes:
 def stacked_labels_figure(counts: Mapping[str, Mapping[str, int]], title: str) -> bytes:
     """Draw, per layer, how many units carry each label (stacked bars)."""
     layers = list(counts)
-    labels = sorted({label for c in counts.values() for label in c} - {'none'}) + ['none']
+    labels = [*sorted({label for c in counts.values() for label in c} - {'none'}), 'none']
     fig, ax = plt.subplots(figsize=(WIDTH_IN * 0.6, 3.0))
     bottom = np.zeros(len(layers))
     colours = plt.get_cmap('tab20')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ def sidecar(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     stem = path.name.removesuffix('.nii.gz').removesuffix('.tsv')
     return json.loads(path.with_name(stem + '.json').read_text())
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders numbers inside names by value (``features.4`` before ``.11``).
+
+    >>> sorted(['features.11', 'features.4', 'features.1'], key=natural_key)
+    ['features.1', 'features.4', 'features.11']
+    """
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r'(\d+)', text))
 
 
 def b64(png: bytes) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bids_syncact.reports import figures
-from bids_syncact.reports.render import b64, fmt, output_layout, render, sidecar
+from bids_syncact.reports.render import b64, fmt, natural_key, output_layout, render, sidecar
 
 LOGGER = logging.getLogger('bids_syncact.reports')
 
@@ -55,13 +55,14 @@ def build_subject_report(output_dir: Path, subject: str, layout=None) -> Path:
 
 def _order(bids_file) -> tuple:
     meta = sidecar(bids_file.path)
-    return bids_file.entities.get('task'), meta.get('CNN'), meta.get('Layer')
+    return (bids_file.entities.get('task', ''), meta.get('CNN', ''),
+            natural_key(meta.get('Layer', '')))  # fmt: skip
 
 
 def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
-    """One row per run (its first CNN's first layer carries the plan), with its figures."""
+    """Return one row per run (its first CNN's first layer gives the plan), with figures."""
     first: dict[str, Any] = {}
-    for bids_file in sorted(syncs, key=lambda f: f.path):
+    for bids_file in sorted(syncs, key=lambda f: (Path(f.path).name.split('_cnn-')[0], _order(f))):
         name = Path(bids_file.path).name.split('_cnn-')[0]
         first.setdefault(name, bids_file)
     runs = []
@@ -95,7 +96,7 @@ def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
 
 
 def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
-    """A layer's summary, CV curve, strongest FBNs and annotation table."""
+    """Return a layer's summary, CV curve, strongest FBNs and annotation table."""
     meta = sidecar(bids_file.path)
     units = meta['UnitIndices']
     img = nib.load(bids_file.path)
@@ -132,10 +133,8 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
 
 
 def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, str]]:
-    name = Path(bids_file.path).name
-    entities = name.split('_space-')[0]
-    tail = '_cnn-' + name.split('_cnn-')[1].split('_stat-')[0]
-    path = Path(bids_file.path).with_name(f'{entities}{tail}_annotations.tsv')
+    name = Path(bids_file.path).name.replace('_stat-coef_boldmap.nii.gz', '_annotations.tsv')
+    path = Path(bids_file.path).with_name(name)
     if not path.is_file():
         return []
     table = pd.read_csv(path, sep='\t')

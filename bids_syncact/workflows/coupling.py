@@ -128,8 +128,10 @@ def add_coupling_nodes(
                         reference_networks=coupling.reference_networks,
                         source='bids::' + Path(out_paths['coef']).relative_to(
                             config.output_dir).as_posix(),
-                        out_path=str(annotations_path(config.output_dir, entities, cnn=spec.cnn,
-                                                      layer=layer)),
+                        out_path=str(annotations_path(
+                            config.output_dir, entities, space=group[0].space,
+                            res=group[0].res, cnn=spec.cnn, layer=layer,
+                        )),
                     ),
                     name=f'annotate_{name}',
                 )  # fmt: skip

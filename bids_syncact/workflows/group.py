@@ -30,7 +30,6 @@ from bids_syncact.bids.participant_outputs import (
 from bids_syncact.bids.references import ReferenceNetworks, load_reference_networks
 from bids_syncact.config import Config
 from bids_syncact.core.annotation import Annotation, annotate
-from bids_syncact.core.cnn import imagenet_top1
 from bids_syncact.core.group import (
     N_PERMUTATIONS,
     consistency,
@@ -43,7 +42,7 @@ from bids_syncact.core.similarity import (
     correlate_with_accuracy,
     layer_similarity,
 )
-from bids_syncact.errors import InputDataError
+from bids_syncact.errors import InputDataError, NothingSelectedError
 
 LOGGER = logging.getLogger('bids_syncact.group')
 
@@ -56,7 +55,10 @@ def run_group_level(config: Config) -> int:
     int
         The exit code (0); refusals raise :class:`~bids_syncact.errors.SyncActError`.
     """
-    groups = collect_participant_maps(config.output_dir, config.inputs.participant_label)
+    groups = select_layers(
+        collect_participant_maps(config.output_dir, config.inputs, config.cnn.cnn),
+        config.cnn.layers,
+    )
     subjects = sorted({m.subject for items in groups.values() for m in items})
     LOGGER.info('Group level over %d subjects: %s', len(subjects), ', '.join(subjects))
     print(f'Group level: {len(subjects)} subjects ({", ".join("sub-" + s for s in subjects)}), '
@@ -84,7 +86,15 @@ def run_group_level(config: Config) -> int:
         reference = references[grid]
         result = group_layer(stacked, reference.in_mask(group_mask), reference.names,
                              seed=config.execution.random_seed)  # fmt: skip
-        write_group_layer(config.output_dir, items, result, group_mask, template, reference)
+        write_group_layer(
+            config.output_dir,
+            items,
+            result,
+            group_mask,
+            template,
+            reference,
+            seed=config.execution.random_seed,
+        )
         name = items[0].sidecar.get('CNN', cnn)  # torchvision's name (vgg11_bn, not vgg11bn)
         best_p.setdefault(task, {}).setdefault(name, {})[items[0].sidecar.get('Layer', layer)] = (
             np.array([a.best_p for a in result['annotations']])
@@ -96,6 +106,31 @@ def run_group_level(config: Config) -> int:
     for task, by_cnn in best_p.items():
         write_similarity(config, task, by_cnn, weights, subjects)
     return 0
+
+
+def select_layers(groups: Mapping[tuple, list[ParticipantMap]],
+                  layers: Sequence[tuple[str | None, str]]) -> dict[tuple, list[ParticipantMap]]:  # fmt: skip
+    """Keep the layers ``--layers [CNN:]LAYER`` names (all without it).
+
+    Raises
+    ------
+    NothingSelectedError
+        When no participant output has any of them.
+    """
+    if not layers:
+        return dict(groups)
+    kept = {
+        key: items for key, items in groups.items()
+        if any(scope in (None, items[0].sidecar.get('CNN')) and layer == items[0].sidecar.get(
+            'Layer') for scope, layer in layers)
+    }  # fmt: skip
+    if not kept:
+        named = ' '.join(f'{scope}:{layer}' if scope else layer for scope, layer in layers)
+        raise NothingSelectedError(
+            f'--layers {named}: no participant output has these layers; leave --layers out to '
+            'take every layer'
+        )
+    return kept
 
 
 def stack_subject_maps(
@@ -178,6 +213,7 @@ def group_layer(
     logp = np.empty((n_units, n_voxels), dtype=np.float32)
     per_subject = np.empty((n_units, n_subjects))
     values, counts, annotations = np.empty(n_units), np.empty(n_units, dtype=int), []
+    flips: dict[str, Any] = {'n_flips': 0, 'exact': False, 'smallest_p': float('nan')}
     for k in range(n_units):
         maps = np.asarray(stacked[k])
         group = sign_flip_group_map(maps, n_permutations=n_permutations, seed=seed)
@@ -194,7 +230,8 @@ def group_layer(
 
 def write_group_layer(
     output_dir: Path, items: Sequence[ParticipantMap], result: Mapping[str, Any],
-    group_mask: np.ndarray, template: nib.Nifti1Image, reference: ReferenceNetworks,
+    group_mask: np.ndarray, template: nib.Nifti1Image, reference: ReferenceNetworks, *,
+    seed: int,
 ) -> None:  # fmt: skip
     """Write the group t and -log10 p(FWE) maps and the group annotations, with sidecars."""
     first = items[0]
@@ -207,7 +244,8 @@ def write_group_layer(
         'Subjects': [m.subject for m in items],
         'GroupMask': 'voxels inside the brain mask of every subject (finite in every map)',
         'GroupMaskVoxels': int(group_mask.sum()),
-        'SoftwareVersions': first.sidecar.get('SoftwareVersions'),
+        'SoftwareVersions': software_versions(),
+        'ParticipantSoftwareVersions': first.sidecar.get('SoftwareVersions'),
     }
     test = {
         'Test': (
@@ -220,7 +258,7 @@ def write_group_layer(
         'NumberOfFlips': result['n_flips'],
         'ExactPermutationTest': result['exact'],
         'SmallestPossiblePValue': result['smallest_p'],
-        'RandomSeed': first.sidecar.get('RandomSeed'),
+        'RandomSeed': seed,
     }
     mask_img = _mask_image(group_mask, template)
     descriptions = {
@@ -243,16 +281,22 @@ def write_group_layer(
                     'null when no subject is left'
                 ),
             }
-        data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat)
+        dof = (len(items) - 1,) if stat == 't' else ()
+        data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat, dof)
         write_boldmap(output_dir / f'{prefix}_stat-{stat}_desc-group_boldmap.nii.gz', data,
                       sidecar)  # fmt: skip
-    table_prefix = prefix.replace(f'_space-{first.space}', '').replace(f'_res-{first.res}', '')
+    columns = {
+        **annotation_sidecar(common, reference, 'group t map (stat-t)')['Columns'],
+        'consistency': 'leave-one-out consistency of the unit (see the stat-t sidecar)',
+        'consistency_n': 'subjects in the consistency',
+    }
     write_annotations(
-        output_dir / f'{table_prefix}_desc-group_annotations.tsv',
-        first.sidecar['UnitIndices'],
+        output_dir / f'{prefix}_desc-group_annotations.tsv', first.sidecar['UnitIndices'],
         result['annotations'],
-        annotation_sidecar(common, reference, 'group t map (stat-t)'),
-    )
+        annotation_sidecar(common, reference, 'group t map (stat-t)') | {'Columns': columns},
+        per_unit={'consistency': list(result['consistency']),
+                  'consistency_n': [int(n) for n in result['consistency_n']]},
+    )  # fmt: skip
 
 
 def write_similarity(
@@ -281,8 +325,19 @@ def write_similarity(
             'max over layers; and its ImageNet top-1 accuracy (%)'
         ),
         'Subjects': list(subjects),
-        'Columns': {'imagenet_top1': "torchvision's weights metadata (acc@1) or --cnn-accuracy; "
-                                     'n/a for random weights'},
+        'Columns': {
+            'cnn': 'torchvision architecture',
+            'similarity': 'brain similarity: max over layers of the mean over units of '
+                          f'min(-log10 p, {SIMILARITY_CAP:g}); a unit with an empty map counts 0',
+            'best_layer': 'the layer (module name) that gives it',
+            'n_units': 'units per layer (--max-units)',
+            'imagenet_top1': "ImageNet-1K top-1 accuracy (%): torchvision's weights metadata "
+                             '(acc@1) or --cnn-accuracy; n/a for random weights',
+            'accuracy_source': 'where the accuracy comes from (the weights enum)',
+            'descriptive': 'fewer than 5 CNNs: the correlation is descriptive only',
+        },
+        'RandomSeed': config.execution.random_seed,
+        'SoftwareVersions': software_versions(),
     }  # fmt: skip
     scored = table.dropna(subset=['imagenet_top1'])
     if len(scored) >= 3:
@@ -302,12 +357,25 @@ def _accuracy(cnn: str, weights: Mapping[str, Any], given: Mapping[str, float]
         return float(given[cnn]), '--cnn-accuracy'
     kind = weights.get('Kind')
     if kind == 'DEFAULT':
+        from bids_syncact.core.cnn import imagenet_top1  # torch: only when needed
+
         return imagenet_top1(cnn, weights['Name']), f'torchvision {weights["Name"]}'
     if kind == 'path':
         LOGGER.warning('%s ran with weights from a file and no --cnn-accuracy %s=ACC: left out '
                        'of the accuracy correlation', cnn, cnn)  # fmt: skip
         return None, 'weights from a file without --cnn-accuracy: excluded'
     return None, 'random weights (--weights none): excluded'
+
+
+def software_versions() -> dict[str, str]:
+    """Return the versions of what the group level ran with."""
+    import nilearn
+    import scipy
+
+    from bids_syncact import __version__
+
+    return {'bids-syncact': __version__, 'nilearn': nilearn.__version__,
+            'numpy': np.__version__, 'scipy': scipy.__version__}  # fmt: skip
 
 
 def _group_prefix(item: ParticipantMap) -> str:
