@@ -9,7 +9,7 @@ BIDS_VALIDATOR_NPM ?= bids-validator@1.15.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-integration lint format boutiques clean
+.PHONY: install demo test test-integration lint format boutiques clean chromium
 
 install: $(STAMP)
 
@@ -37,8 +37,15 @@ test: lint
 $(NPM_PREFIX)/node_modules/.bin/bids-validator:
 	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --loglevel=error $(BIDS_VALIDATOR_NPM)
 
-test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator
+test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator chromium
 	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m 'integration or slow'
+
+# Debian's chromium for the reports' browser test (playwright drives it; it downloads nothing).
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # boutiques.json is made from the argument parser; a test fails when it is stale.
 boutiques: $(STAMP)

@@ -31,9 +31,7 @@ CONTRACT_OPTIONS = [
 ]  # fmt: skip
 
 #: A valid value for each option whose stage is not built yet.
-UNBUILT_EXAMPLES = {
-    'reports_only': ['--reports-only'],
-}
+UNBUILT_EXAMPLES: dict[str, list[str]] = {}
 
 
 def _args(*extra):

@@ -229,3 +229,22 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
     assert fbn[2] < ols[2] / 10
     assert fbn[0] > univariate[0]
     assert fbn[0] > ols[0] + 0.3
+
+
+@pytest.mark.slow  # the whole demo, both levels (about 3 minutes): make test-integration
+def test_make_demo_labels_the_visual_unit_visual_at_group_level(tmp_path, capsys):
+    from bids_syncact.demo import group_labels, main
+
+    root = tmp_path / 'demo'
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert 'Group-level labels of the planted units' in printed
+    truth = json.loads((root / 'sourcedata' / 'groundtruth' / 'truth.json').read_text())
+    labels = group_labels(root / 'derivatives' / 'syncact', truth)
+    visual = [unit for unit, (planted, _) in labels.items() if planted == 'Visual']
+    assert len(visual) == 1
+    assert labels[visual[0]] == ('Visual', 'Visual')
+    # and the others: the demo plants one unit per network
+    assert sum(planted == label for planted, label in labels.values()) >= 5, labels
+    assert (root / 'derivatives' / 'syncact' / 'group.html').is_file()
+    assert (root / 'derivatives' / 'syncact' / 'sub-01.html').is_file()

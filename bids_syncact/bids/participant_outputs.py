@@ -75,16 +75,9 @@ def collect_participant_maps(output_dir: Path, inputs: InputConfig,
         Subjects processed differently (:func:`check_same_settings`), or a subject with maps
         of several sessions of one task (select one with ``--session-label``).
     """
-    from bids import BIDSLayout, BIDSLayoutIndexer  # pybids: imported on demand
-    from bids.layout import Query
+    from bids.layout import Query  # pybids: imported on demand
 
-    if not (output_dir / 'dataset_description.json').is_file():
-        raise MissingInputError(
-            f'OUTPUT_DIR {output_dir} holds no participant outputs (no dataset_description.json):'
-            ' run the participant level into it first'
-        )
-    layout = BIDSLayout(output_dir, config=['bids', 'derivatives', str(PYBIDS_CONFIG)],
-                        indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))  # fmt: skip
+    layout = output_layout(output_dir)
     wanted = [s.removeprefix('sub-') for s in inputs.participant_label]
     query: dict[str, Any] = {'space': inputs.space}
     for entity, values in (('subject', wanted), ('task', inputs.task_id),
@@ -122,6 +115,36 @@ def collect_participant_maps(output_dir: Path, inputs: InputConfig,
         groups.setdefault(item.key, []).append(item)
     check_same_settings(groups, found)
     return groups
+
+
+def output_layout(output_dir: Path):
+    """Return a pybids layout of OUTPUT_DIR with the shipped config (no metadata indexing).
+
+    Raises
+    ------
+    MissingInputError
+        When OUTPUT_DIR has no ``dataset_description.json`` (nothing ran into it).
+    InputDataError
+        When pybids cannot read it as a dataset.
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
+    from bids.exceptions import BIDSValidationError
+
+    if not (output_dir / 'dataset_description.json').is_file():
+        raise MissingInputError(
+            f'OUTPUT_DIR {output_dir} holds no participant outputs (no dataset_description.json):'
+            ' run the participant level into it first'
+        )
+    try:
+        return BIDSLayout(
+            output_dir, config=['bids', 'derivatives', str(PYBIDS_CONFIG)],
+            indexer=BIDSLayoutIndexer(validate=False, index_metadata=False),
+        )  # fmt: skip
+    except BIDSValidationError as err:
+        raise InputDataError(
+            f'OUTPUT_DIR {output_dir} is not a dataset pybids can read ({err}); give the folder '
+            'the participant level wrote'
+        ) from None
 
 
 def _participant_map(bids_file) -> ParticipantMap:

@@ -42,7 +42,7 @@ STAGES: dict[str, bool] = {
     'significance (null distributions)': True,
     'annotation (reference networks)': True,
     'workflow execution (Nipype)': True,
-    'reports': False,
+    'reports': True,
     'group level': True,
 }
 FEATURES, SYNC, DENOISE, COUPLE, NULLS, ANNOTATE, EXECUTE, REPORTS, GROUP = list(STAGES)[1:]

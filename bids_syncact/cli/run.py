@@ -244,6 +244,15 @@ def run(config: Config) -> int:
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
     LOGGER.debug('Configuration:\n%s', config.to_json())
 
+    if execution.reports_only:  # from the outputs alone: no validation, no discovery
+        from bids_syncact.reports.run import group_report, participant_reports
+
+        if config.analysis_level == 'group':
+            print(f'Report: {group_report(config.output_dir)}')
+        else:
+            for report in participant_reports(config.output_dir, inputs.participant_label):
+                print(f'Report: {report}')
+        return 0
     if config.analysis_level == 'group':
         from bids_syncact.workflows.group import run_group_level  # reads OUTPUT_DIR only
 

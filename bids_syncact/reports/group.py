@@ -13,8 +13,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bids_syncact.bids.participant_outputs import output_layout
 from bids_syncact.reports import figures
-from bids_syncact.reports.render import b64, fmt, natural_key, output_layout, render, sidecar
+from bids_syncact.reports.render import b64, fmt, natural_key, render, sidecar
 
 #: Group FBNs drawn per layer: the units with the highest leave-one-out consistency.
 N_STRONGEST = 3

@@ -12,20 +12,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bids_syncact import __version__
-from bids_syncact.bids.derivatives import PYBIDS_CONFIG
 from bids_syncact.bids.io import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parents[1] / 'data' / 'reports'
-
-
-def output_layout(output_dir: Path):
-    """Return a pybids layout of OUTPUT_DIR with the shipped config (no metadata indexing)."""
-    from bids import BIDSLayout, BIDSLayoutIndexer
-
-    return BIDSLayout(
-        output_dir, config=['bids', 'derivatives', str(PYBIDS_CONFIG)],
-        indexer=BIDSLayoutIndexer(validate=False, index_metadata=False),
-    )  # fmt: skip
 
 
 def sidecar(path: str | Path) -> dict[str, Any]:

@@ -105,6 +105,9 @@ def run_group_level(config: Config) -> int:
         shutil.rmtree(work, ignore_errors=True)
     for task, by_cnn in best_p.items():
         write_similarity(config, task, by_cnn, weights, subjects)
+    from bids_syncact.reports.run import group_report
+
+    print(f'Report: {group_report(config.output_dir)}')
     return 0
 
 

@@ -82,6 +82,14 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
                 spec.cnn, spec.weights.seed,
             )  # fmt: skip
     print(f'Wrote the {what} of {len(plans)} run(s) under {config.output_dir}')
+    if not config.cnn.features_only:
+        from bids_syncact.bids.provenance import new_run_id
+        from bids_syncact.reports.run import participant_reports
+
+        subjects = sorted({plan.entities['subject'] for plan in plans})
+        for report in participant_reports(config.output_dir, subjects,
+                                          config=config.to_dict(), run_id=new_run_id()):  # fmt: skip
+            print(f'Report: {report}')
     return 0
 
 
