@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from unittest import mock
 
@@ -129,3 +129,21 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
         str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
         for p in sorted(root.rglob('*'))
     }
+
+
+#: The reports tests: a whole run of both levels, shared by the report and browser tests.
+REPORT_ARGS = ('--skip-bids-validation', '--weights', 'none', '--layers', 'features.1',
+               'features.4', '--max-units', '4', '--confounds-strategy', 'none', '--alpha', '0.05',
+               '--reference-networks', 'seitzman2018')  # fmt: skip
+
+
+@pytest.fixture(scope='session')
+def both_levels(tmp_path_factory):
+    """Three tiny subjects through both levels; the movie ends before the runs do."""
+    root = tmp_path_factory.mktemp('reports')
+    bids = make_dataset(root / 'bids', replace(TINY, subjects=('01', '02', '03'), movie_s=10.0))
+    out, work = root / 'out', root / 'work'
+    assert main([str(bids), str(out), 'participant', '-w', str(work), *REPORT_ARGS]) == 0
+    assert main([str(bids), str(out), 'group', '-w', str(work), '--reference-networks',
+                 'seitzman2018']) == 0  # fmt: skip
+    return bids, out, work

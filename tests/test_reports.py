@@ -5,32 +5,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import tomllib
 
-from bids_syncact.cli.run import main
-from bids_syncact.demo import make_dataset
-
-from .conftest import TINY, assert_refused
-
-ARGS = ('--skip-bids-validation', '--weights', 'none', '--layers', 'features.1', 'features.4',
-        '--max-units', '4', '--confounds-strategy', 'none', '--alpha', '0.05',
-        '--reference-networks', 'seitzman2018')  # fmt: skip
-
-
-@pytest.fixture(scope='module')
-def both_levels(tmp_path_factory):
-    """Three tiny subjects through both levels; the movie ends before the runs do."""
-    root = tmp_path_factory.mktemp('reports')
-    bids = make_dataset(root / 'bids', replace(TINY, subjects=('01', '02', '03'), movie_s=10.0))
-    out, work = root / 'out', root / 'work'
-    assert main([str(bids), str(out), 'participant', '-w', str(work), *ARGS]) == 0
-    assert main([str(bids), str(out), 'group', '-w', str(work), '--reference-networks',
-                 'seitzman2018']) == 0  # fmt: skip
-    return bids, out, work
+from .conftest import assert_refused
 
 
 def _images(html: str) -> list[str]:

@@ -8,8 +8,6 @@ import shutil
 
 import pytest
 
-from .test_reports import both_levels  # noqa: F401 - the fixture: both levels run once
-
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
