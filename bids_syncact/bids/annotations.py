@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from bids_syncact.bids.cache import bids_label
-from bids_syncact.bids.derivatives import subject_dir, write_table
+from bids_syncact.bids.boldmaps import boldmap_path
+from bids_syncact.bids.derivatives import write_table
 from bids_syncact.bids.references import ReferenceNetworks
 from bids_syncact.core.annotation import LABEL_LEVEL, TOP_FRACTION, Annotation
 
@@ -24,17 +24,9 @@ def annotations_path(
     ...                  res=None, cnn='alexnet', layer='features.1').name
     'sub-01_task-movie_space-MNI_cnn-alexnet_layer-features1_annotations.tsv'
     """
-    parts = [f'sub-{entities["subject"]}']
-    if entities.get('session') is not None:
-        parts.append(f'ses-{entities["session"]}')
-    parts.append(f'task-{entities["task"]}')
-    if entities.get('acquisition') is not None:
-        parts.append(f'acq-{entities["acquisition"]}')
-    parts.append(f'space-{space}')
-    if res:
-        parts.append(f'res-{res}')
-    parts += [f'cnn-{bids_label(cnn)}', f'layer-{bids_label(layer)}']
-    return subject_dir(output_dir, entities) / ('_'.join(parts) + '_annotations.tsv')
+    coef = boldmap_path(output_dir, entities, space=space, res=res, cnn=cnn, layer=layer,
+                        stat='coef')  # fmt: skip
+    return coef.with_name(coef.name.replace('_stat-coef_boldmap.nii.gz', '_annotations.tsv'))
 
 
 def write_annotations(
