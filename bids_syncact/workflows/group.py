@@ -43,6 +43,7 @@ from bids_syncact.core.similarity import (
     layer_similarity,
 )
 from bids_syncact.errors import InputDataError, NothingSelectedError
+from bids_syncact.reports.render import natural_key
 
 LOGGER = logging.getLogger('bids_syncact.group')
 
@@ -74,7 +75,7 @@ def run_group_level(config: Config) -> int:
     references: dict[tuple, ReferenceNetworks] = {}
     best_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     weights: dict[str, dict[str, Any]] = {}
-    for key, items in groups.items():
+    for key, items in sorted(groups.items(), key=_layer_order):
         task, _, _, cnn, layer = key
         work = config.execution.work_dir / 'group' / '_'.join(str(k) for k in key if k)
         stacked, group_mask, template = stack_subject_maps(items, work)
@@ -388,6 +389,12 @@ def _group_prefix(item: ParticipantMap) -> str:
     if item.res:
         parts.append(f'res-{item.res}')
     return '_'.join([*parts, f'cnn-{item.cnn}', f'layer-{item.layer}'])
+
+
+def _layer_order(entry: tuple[tuple, list[ParticipantMap]]) -> tuple:
+    """Order layers by task, CNN and module name with numbers by value (features.4 < .11)."""
+    key, items = entry
+    return key[0], key[3], natural_key(str(items[0].sidecar.get('Layer', key[4])))
 
 
 def _mask_image(group_mask: np.ndarray, template: nib.Nifti1Image) -> nib.Nifti1Image:
