@@ -261,6 +261,9 @@ def test_a_failing_subject_is_listed_and_the_others_finish(cli, dataset, tmp_pat
     result = cli(dataset, out, 'participant', *FAST, process=True)
     assert_refused(result, 1, '1 of 2 subject(s) failed: sub-02', 'crash files in')
     assert sorted(p.name.split('_')[0] for p in _maps(out)) == ['sub-01']
+    # the subject that finished gets its report; the failed one says it has no maps
+    assert 'No FBN maps' not in (out / 'sub-01.html').read_text()
+    assert 'No FBN maps' in (out / 'sub-02.html').read_text()
 
 
 def test_stop_on_first_crash_ends_with_the_error_s_own_code(cli, dataset, tmp_path):

@@ -41,6 +41,9 @@ def build_subject_report(output_dir: Path, subject: str, layout=None) -> Path:
     warnings: list[str] = []
     runs = _runs(syncs, warnings)
     layers = [_layer(f, output_dir, warnings) for f in sorted(coefs, key=_order)]
+    if not layers:
+        warnings.insert(0, 'No FBN maps: the coupling did not finish for this subject (the '
+                           "crash files are in the work dir's logs/nipype).")  # fmt: skip
     random = sorted({layer['cnn'] for layer in layers if layer['random']})
     if random:
         warnings.insert(0, f'{", ".join(random)} ran with RANDOM weights (--weights none): its '

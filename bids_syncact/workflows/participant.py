@@ -17,7 +17,7 @@ from bids_syncact import __version__
 from bids_syncact.bids.discovery import RunPlan, discover
 from bids_syncact.bids.io import atomic_write_json
 from bids_syncact.config import Config
-from bids_syncact.errors import InputDataError
+from bids_syncact.errors import InputDataError, SyncActError
 
 LOGGER = logging.getLogger('bids_syncact.participant')
 
@@ -72,7 +72,12 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
     workflow, sync_nodes = init_stimulus_wf(config, plans, prepared, sha256_of)
     if not config.cnn.features_only:
         add_coupling_nodes(workflow, config, plans, prepared, sync_nodes)
-    run_workflow(workflow, config)
+    try:
+        run_workflow(workflow, config)
+    except SyncActError:
+        if not config.cnn.features_only:  # the subjects that finished still get their reports
+            write_reports(config, plans, best_effort=True)
+        raise
     what = 'feature cache' if config.cnn.features_only else 'FBN maps'
     for spec in prepared.values():
         if spec.weights.random:
@@ -83,21 +88,38 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
             )  # fmt: skip
     print(f'Wrote the {what} of {len(plans)} run(s) under {config.output_dir}')
     if not config.cnn.features_only:
-        from bids_syncact.bids.provenance import new_run_id
-        from bids_syncact.reports.run import participant_reports
-
-        subjects = sorted({plan.entities['subject'] for plan in plans})
-        for report in participant_reports(config.output_dir, subjects,
-                                          config=config.to_dict(), run_id=new_run_id()):  # fmt: skip
-            print(f'Report: {report}')
+        write_reports(config, plans)
     return 0
+
+
+def write_reports(config: Config, plans: Sequence[RunPlan], *, best_effort: bool = False) -> None:
+    """Write each subject's report and ``log/<run-id>/config.toml``, and the boilerplate.
+
+    With ``best_effort`` (some subjects failed), a subject whose report cannot be made is
+    logged and skipped.
+    """
+    from bids_syncact.bids.provenance import new_run_id
+    from bids_syncact.reports.run import participant_reports
+
+    run_id = new_run_id()
+    for subject in sorted({plan.entities['subject'] for plan in plans}):
+        try:
+            reports = participant_reports(config.output_dir, [subject],
+                                          config=config.to_dict(), run_id=run_id)  # fmt: skip
+        except Exception as err:  # a failed subject may have no outputs at all
+            if not best_effort:
+                raise
+            LOGGER.info('No report for sub-%s: %s', subject, err)  # stderr keeps one line
+            continue
+        print(f'Report: {reports[0]}')
 
 
 def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     """Refuse, before any work, inputs that denoising, coupling or annotation cannot use.
 
-    The reference networks are read once. Each run's confounds are loaded as its denoising node will load them (degrees of freedom,
-    columns, row count); per subject and task the kept samples must allow the cross-validation
+    The reference networks are read once. Each run's confounds are loaded as its denoising
+    node will load them (degrees of freedom, columns, row count); per subject and task the kept
+    samples must allow the cross-validation
     folds, and every run ``--n-nulls`` distinct shifts.
 
     Raises
