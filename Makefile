@@ -42,10 +42,14 @@ test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator chromi
 
 # Debian's chromium for the reports' browser test (playwright drives it; it downloads nothing).
 chromium:
-	@command -v chromium >/dev/null || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo 'sudo -n' ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium; } || { \
+		echo "make: cannot install Debian's chromium (needs root or passwordless sudo):" \
+			"install it (apt-get install chromium), then rerun make test-integration" >&2; \
+		exit 1; }
 
 # boutiques.json is made from the argument parser; a test fails when it is stale.
 boutiques: $(STAMP)

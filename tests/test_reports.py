@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-import tomllib
+import pytest
 
 from .conftest import assert_refused
 
@@ -47,7 +47,7 @@ def test_the_group_report_shows_labels_fbns_and_the_few_subjects_warning(both_le
     assert '01, 02, 03' in html
     assert 'alt="labels per layer"' in html
     assert html.count('alt="consistency per unit"') == 2
-    assert 'cannot reach 0.05' in html  # 3 subjects: no FWE p below 0.25
+    assert 'nothing can be significant at 0.05' in html  # 3 subjects: no FWE p below 0.25
     assert 'One CNN' in html
 
 
@@ -59,7 +59,7 @@ def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
     assert 'the frame on screen every 0.25 s' in text  # --frame-rate 4
     assert 'letterboxed' in text  # --frame-fit pad
     assert 'SPM canonical' in text
-    assert 'taken from StartTime' in text
+    assert 'taken from the StartTime of the BOLD sidecars' in text
     assert 'confounds strategy "none"' in text
     assert 'a 0.008 Hz discrete cosine high-pass' in text
     assert 'alpha fixed at 0.05' in text
@@ -73,6 +73,7 @@ def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
 def test_each_run_leaves_its_configuration(both_levels):
     _, out, work = both_levels
     (path,) = (out / 'sub-01' / 'log').glob('*/config.toml')
+    tomllib = pytest.importorskip('tomllib')  # Python 3.11+
     config = tomllib.loads(path.read_text())
     assert config['analysis_level'] == 'participant'
     assert config['coupling']['alpha'] == 0.05
@@ -81,7 +82,8 @@ def test_each_run_leaves_its_configuration(both_levels):
     assert config['execution']['work_dir'] == str(work)
     assert config['environment']['run_id'] == path.parent.name
     assert re.fullmatch(r'\d{8}-\d{6}_[0-9a-f]{8}', path.parent.name)
-    assert (out / '.bidsignore').read_text().count('logs/')  # logs/ hidden from validators
+    ignored = (out / '.bidsignore').read_text().split()
+    assert {'logs/', 'sub-*/log/', '*.html'} <= set(ignored)  # hidden from BIDS validators
 
 
 def test_reports_only_rebuilds_the_reports_from_the_outputs(both_levels, tmp_path, cli):
@@ -126,3 +128,70 @@ def test_a_report_is_written_whole(both_levels):
     assert not list(Path(out).glob('.*.tmp'))
     for name in ('sub-01.html', 'group.html'):
         assert (out / name).read_text().rstrip().endswith('</html>')
+
+
+def _coef(**changes):
+    meta = {
+        'CNN': 'alexnet', 'Layer': 'features.1', 'FrameRate': 'native', 'FrameFit': 'crop',
+        'HRF': 'glover', 'MaxUnits': 'all', 'ConfoundsStrategy': 'compcor', 'HighPass': None,
+        'SmoothingFWHM': 6.0, 'AlphaMode': 'fixed', 'Alpha': 0.1,
+        'Weights': {'Kind': 'DEFAULT', 'Name': 'AlexNet_Weights.IMAGENET1K_V1'},
+        'SoftwareVersions': {'bids-syncact': '1.0', 'nilearn': '0.14'},
+    }  # fmt: skip
+    return meta | changes
+
+
+def test_the_boilerplate_describes_every_setting_and_every_value_that_differs():
+    from bids_syncact.reports.citation import participant_paragraph
+
+    auto = _coef(AlphaMode='auto', Alpha=0.02, AlphaSelection={
+        'n_folds': 4, 'gap_s': 45.0, 'grid': [0.3, 0.1, 0.01]})  # fmt: skip
+    text = participant_paragraph([_coef(), auto], [{'TimingSource': 'default'}], [], None)
+    assert 'every decoded frame' in text  # --frame-rate native
+    assert 'centre-cropped' in text
+    assert 'Glover canonical' in text
+    assert 'all units of each layer were kept' in text
+    assert 'half a TR (the sidecars give no timing)' in text
+    assert 'confounds strategy "compcor"' in text
+    assert "fMRIPrep's discrete cosine regressors" in text
+    assert 'smoothed by 6 mm FWHM' in text
+    assert "torchvision's pretrained weights AlexNet_Weights.IMAGENET1K_V1" in text
+    # one subject chose alpha, another fixed it: both said, and that they differ
+    assert '4 contiguous blocks' in text
+    assert 'at least 45 s' in text
+    assert '3-value log grid from 0.01 to 0.3' in text
+    assert 'fixed at 0.1' in text
+    assert text.count('differing between participant runs') == 1
+    two = participant_paragraph([_coef(), _coef(HRF='spm')], [{'TimingSource': 'StartTime'}],
+                                [], None)  # fmt: skip
+    assert 'Glover or SPM (differing between participant runs)' in two
+
+
+@pytest.mark.parametrize(('stimulus', 'expected'), [
+    ({'kind': 'movie', 'onset_s': -5.0, 'start_s': 0.0, 'duration_s': 30.0}, [(-5.0, 25.0)]),
+    ({'kind': 'movie', 'onset_s': 0.0, 'start_s': 60.0, 'duration_s': 100.0}, [(0.0, 40.0)]),
+    ({'kind': 'sequence', 'items': [{'onset_s': 2.0, 'duration_s': 1.0},
+                                    {'onset_s': 4.0, 'duration_s': 2.5}]},
+     [(2.0, 3.0), (4.0, 6.5)]),
+])  # fmt: skip
+def test_the_timing_figure_shows_what_was_on_screen(stimulus, expected):
+    from bids_syncact.reports.subject import shown_intervals
+
+    assert shown_intervals(stimulus) == expected
+
+
+@pytest.mark.parametrize('option', [['--alpha', '0.1'], ['-t', 'movie'], ['--cnn', 'vgg11'],
+                                    ['--session-label', '1']])  # fmt: skip
+def test_reports_only_refuses_what_it_would_ignore(cli, tmp_path, option):
+    result = cli(tmp_path, tmp_path / 'out', 'participant', '--reports-only', *option)
+    assert_refused(result, 64, option[0], '--reports-only')
+
+
+def test_a_zero_is_an_option_given():
+    from bids_syncact.cli.parser import build_parser
+    from bids_syncact.cli.run import build_config
+    from bids_syncact.errors import UsageError
+
+    parser = build_parser()
+    with pytest.raises(UsageError, match='--n-nulls'):
+        build_config(parser.parse_args(['/d', '/o', 'group', '--n-nulls', '0']), parser)

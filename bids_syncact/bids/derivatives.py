@@ -26,7 +26,7 @@ from bids_syncact.core.timing import acquisition_times
 BIDS_VERSION = '1.10.0'
 CODE_URL = 'https://github.com/bids-syncact/bids-syncact'
 #: Not BIDS files: the feature cache's locks, and the work files of concurrent writers.
-BIDSIGNORE = ('features/*.lock', '.*.tmp', 'logs/')
+BIDSIGNORE = ('features/*.lock', '.*.tmp', 'logs/', 'sub-*/log/', '*.html')
 #: The pybids configuration of our entities (``cnn``, ``layer``, ``stat``, ``stim``, ``hash``):
 #: ``BIDSLayout(out, config=['bids', 'derivatives', PYBIDS_CONFIG], validate=False)``.
 PYBIDS_CONFIG = Path(__file__).resolve().parents[1] / 'data' / 'pybids_config.json'

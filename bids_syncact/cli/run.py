@@ -168,16 +168,42 @@ PARTICIPANT_ONLY = (
 )  # fmt: skip
 #: Options that only the group level uses.
 GROUP_ONLY = ('cnn_accuracy',)
+#: What ``--reports-only`` takes (with the positional arguments).
+REPORTS_ONLY_OPTIONS = (
+    'bids_dir', 'output_dir', 'analysis_level', 'reports_only', 'participant_label', 'work_dir',
+    'verbosity', 'skip_bids_validation',
+)  # fmt: skip
+
+
+def _given_value(value: object) -> bool:
+    """Whether an option was given: not None, and not a store_const flag left False (a 0 is)."""
+    return value is not None and value is not False
 
 
 def refuse_other_level_options(ns: argparse.Namespace) -> None:
     """Refuse (exit 64) an option the chosen analysis level would not use.
 
     The group level reads what the participant level wrote: its settings are in the sidecars,
-    and the group level refuses subjects whose settings differ.
+    and the group level refuses subjects whose settings differ. ``--reports-only`` reads the
+    outputs as they are and takes no selection or setting.
     """
+    if ns.reports_only:
+        # the reports are made from the outputs alone: a selection or setting would be ignored
+        allowed = set(REPORTS_ONLY_OPTIONS) - (
+            {'participant_label'} if ns.analysis_level == 'group' else set()
+        )
+        given = [dest for dest, value in vars(ns).items()
+                 if dest not in allowed and _given_value(value)]  # fmt: skip
+        if given:
+            flags = ', '.join('--' + dest.replace('_', '-') for dest in given)
+            raise UsageError(
+                f'{flags}: --reports-only rebuilds the reports from the outputs as they are and '
+                'takes only --participant-label (participant level), -w and -v; leave out '
+                f'{flags}'
+            )
+        return
     other = PARTICIPANT_ONLY if ns.analysis_level == 'group' else GROUP_ONLY
-    given = [dest for dest in other if getattr(ns, dest, None) not in (None, False)]
+    given = [dest for dest in other if _given_value(getattr(ns, dest, None))]
     if given:
         flags = ', '.join('--' + dest.replace('_', '-') for dest in given)
         level = 'participant' if ns.analysis_level == 'group' else 'group'

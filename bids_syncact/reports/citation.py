@@ -12,6 +12,7 @@ from typing import Any
 
 from bids_syncact.bids.io import atomic_write_text
 from bids_syncact.bids.participant_outputs import output_layout
+from bids_syncact.core.annotation import LABEL_LEVEL, TOP_FRACTION
 from bids_syncact.reports.render import fmt, natural_key, sidecar
 
 REFERENCES = """\
@@ -25,11 +26,14 @@ REFERENCES = """\
 - Marcel S, Rodriguez Y. Torchvision: the machine-vision package of Torch. ACM MM (2010).
 - Gorgolewski KJ, et al. Nipype: a flexible, lightweight and extensible neuroimaging data
   processing framework in Python. Frontiers in Neuroinformatics 5, 13 (2011).
-- Seitzman BA, et al. A set of functionally-defined brain regions with improved representation
-  of the subcortex and cerebellum. NeuroImage 206, 116290 (2020).
-- Schaefer A, et al. Local-global parcellation of the human cerebral cortex from intrinsic
-  functional connectivity MRI. Cerebral Cortex 28, 3095-3114 (2018).
 """
+#: The reference networks' own citations, added when they were used.
+NETWORK_REFERENCES = {
+    'seitzman2018': '- Seitzman BA, et al. A set of functionally-defined brain regions with '
+    'improved representation\n  of the subcortex and cerebellum. NeuroImage 206, 116290 (2020).',
+    'schaefer2018-7': '- Schaefer A, et al. Local-global parcellation of the human cerebral cortex '
+    'from intrinsic\n  functional connectivity MRI. Cerebral Cortex 28, 3095-3114 (2018).',
+}
 
 
 def write_citation(output_dir: Path, layout=None) -> Path | None:
@@ -52,63 +56,71 @@ def write_citation(output_dir: Path, layout=None) -> Path | None:
         participant_paragraph(coef_meta, sync_meta, z_meta,
                               sidecar(annotations[0].path) if annotations else None),
         group_paragraph(sidecar(group[0].path)) if group else '',
-        REFERENCES,
+        REFERENCES + ''.join(
+            NETWORK_REFERENCES[name] + '\n' for name in NETWORK_REFERENCES
+            if any(sidecar(f.path).get('ReferenceNetworks') == name for f in annotations[:1])
+        ),
     ) if p)  # fmt: skip
     return atomic_write_text(output_dir / 'logs' / 'CITATION.md', text + '\n')
 
 
 def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[str, Any]],
                           z: Sequence[dict[str, Any]], annotation: dict[str, Any] | None) -> str:  # fmt: skip
-    """Return the paragraph on features, synchronization, denoising and coupling."""
-    first = coef[0]
-    versions = first.get('SoftwareVersions', {})
-    cnns = {}
+    """Return the paragraph on features, synchronization, denoising and coupling.
+
+    A setting that differs between the maps (participant runs with other settings into one
+    OUTPUT_DIR) is given with all its values.
+    """
+    import bids
+    import nipype
+
+    versions = coef[0].get('SoftwareVersions', {})
+    cnns: dict[str, tuple[dict, set]] = {}
     for meta in coef:
         cnns.setdefault(meta['CNN'], (meta.get('Weights', {}), set()))[1].add(meta['Layer'])
     described = '; '.join(
         f'{cnn} ({_weights(weights)}; layers {", ".join(sorted(layers, key=natural_key))})'
         for cnn, (weights, layers) in sorted(cnns.items())
     )
-    frame_rate = first.get('FrameRate')
-    frames = ('every decoded frame' if frame_rate == 'native'
-              else f'the frame on screen every {fmt(1 / float(frame_rate))} s')  # fmt: skip
-    fit = {'pad': 'letterboxed onto mid-grey to a square (the whole picture kept)',
-           'crop': "resized and centre-cropped (torchvision's transform)",
-           'squash': 'stretched to a square'}.get(first.get('FrameFit'), first.get('FrameFit'))  # fmt: skip
-    sources = sorted({m.get('TimingSource') for m in sync})
-    max_units = first.get('MaxUnits')
-    alpha_modes = sorted({m.get('AlphaMode') for m in coef})
-    alphas = [m['Alpha'] for m in coef if m.get('Alpha') is not None]
-    alpha_text = (
-        'chosen per subject and layer by blocked cross-validation (5 contiguous blocks, training '
-        'samples at least 60 s from the held-out ones, held-out R² over a 13-value log grid from '
-        f'0.005 to 0.3; chosen values {fmt(min(alphas))} to {fmt(max(alphas))})'
-        if alpha_modes == ['auto'] else f'fixed at {fmt(alphas[0])}'
-    )  # fmt: skip
-    high_pass = first.get('HighPass')
-    filtering = ("fMRIPrep's discrete cosine regressors" if high_pass is None
-                 else f'a {fmt(high_pass)} Hz discrete cosine high-pass')  # fmt: skip
-    smoothing = first.get('SmoothingFWHM') or 0
+    frames = _either(coef, 'FrameRate', lambda rate: 'every decoded frame' if rate == 'native'
+                     else f'the frame on screen every {fmt(1 / float(rate))} s')  # fmt: skip
+    fit = _either(coef, 'FrameFit', lambda value: {
+        'pad': 'letterboxed onto mid-grey to a square (the whole picture kept)',
+        'crop': "resized and centre-cropped (torchvision's transform)",
+        'squash': 'stretched to a square'}.get(value, str(value)))  # fmt: skip
+    hrf = _either(coef, 'HRF', lambda value: {'spm': 'SPM', 'glover': 'Glover'}.get(value, value))
+    offset = _either(sync, 'TimingSource', lambda value: {
+        'StartTime': "the StartTime of the BOLD sidecars",
+        'DelayTime': '(TR - DelayTime) / 2 from the BOLD sidecars',
+        'SliceTiming': 'the middle of the SliceTiming of the BOLD sidecars',
+        'default': 'half a TR (the sidecars give no timing)'}.get(value, str(value)))  # fmt: skip
+    units = _either(coef, 'MaxUnits', lambda value: 'all units of each layer were kept'
+                    if value == 'all' else f'per layer the {value} units with the largest '
+                    'activation variance over the stimuli of the task were kept')  # fmt: skip
+    filtering = _either(coef, 'HighPass', lambda value: "fMRIPrep's discrete cosine regressors"
+                        if value is None else f'a {fmt(value)} Hz discrete cosine high-pass')  # fmt: skip
+    confounds = _either(coef, 'ConfoundsStrategy', lambda value: f'"{value}"')
+    smoothing = _either(coef, 'SmoothingFWHM', lambda value: f'smoothed by {fmt(value)} mm FWHM'
+                        if value else 'not smoothed')  # fmt: skip
     text = (
-        f'Stimulus features and functional brain networks (FBNs) were computed with bids-syncact '
-        f'{versions.get("bids-syncact", "")} (Nipype, nilearn {versions.get("nilearn", "")}, '
-        f'PyTorch {versions.get("torch", "")}, torchvision {versions.get("torchvision", "")}). '
-        f'Movie frames were decoded with their timestamps and {frames} was forwarded through '
+        'Stimulus features and functional brain networks (FBNs) were computed with bids-syncact '
+        f'{versions.get("bids-syncact", "")} (Nipype {nipype.__version__}, pybids '
+        f'{bids.__version__}, nilearn {versions.get("nilearn", "")}, PyTorch '
+        f'{versions.get("torch", "")}, torchvision {versions.get("torchvision", "")}). Movie '
+        f'frames were decoded with their timestamps and {frames} was forwarded through '
         f"{described}, {fit} and normalised with the transforms of the architecture's ImageNet "
-        f'weights. A unit is one channel of a layer; its activation is the spatial mean of the '
-        f"channel's map after the ReLU. Per layer the {max_units} units with the largest "
-        'activation variance over the stimuli of the task were kept. Unit activations were held '
-        f'on a fine grid, a mid-grey frame standing for the time without stimulus, convolved '
-        f'with the {str(first.get("HRF", "")).upper()} canonical haemodynamic response (nilearn) '
-        "and sampled at each volume's acquisition time on the scanner clock, the slice offset "
-        f'taken from {" / ".join(sources)} of the BOLD sidecars; non-steady-state volumes were '
-        'removed after sampling. The BOLD (fMRIPrep outputs) and the synchronized activations '
-        'went through the same nilearn signal.clean call: confounds strategy '
-        f'"{first.get("ConfoundsStrategy")}" (load_confounds_strategy), {filtering}, linear '
-        'detrending; then each column was centred and scaled to unit norm per run and runs were '
-        f'concatenated{f", after {fmt(smoothing)} mm FWHM smoothing" if smoothing else ""}. Each '
-        "voxel's time series was coded on the layer's units by the Lasso (one dictionary per "
-        f'layer, exact homotopy solver), alpha {alpha_text}; the coefficients of unit k over '
+        'weights. A unit is one channel of a layer; its activation is the spatial mean of the '
+        f"channel's map at the layer's output; {units}. Unit activations were held on a fine "
+        'grid, a mid-grey frame standing for the time without stimulus, convolved with the '
+        f"{hrf} canonical haemodynamic response (nilearn) and sampled at each volume's "
+        f'acquisition time on the scanner clock, the slice offset taken from {offset}; '
+        'non-steady-state volumes were removed after sampling. The BOLD (fMRIPrep outputs, '
+        f'{smoothing}) and the synchronized activations went through the same '
+        f'nilearn signal.clean call: confounds strategy {confounds} (load_confounds_strategy), '
+        f'{filtering}, linear detrending; then each column was centred and scaled to unit norm '
+        "per run, and the runs were concatenated and scaled to unit norm again. Each voxel's "
+        "time series was coded on the layer's units by the Lasso (one dictionary per layer, "
+        f'exact homotopy solver), alpha {_alpha_text(coef)}; the coefficients of unit k over '
         'voxels form the FBN of unit k.'
     )
     if z:
@@ -122,10 +134,11 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
     if annotation:
         text += (
             f' Each FBN was annotated with the {annotation.get("ReferenceNetworks")} reference '
-            f'networks ({annotation.get("ReferenceNetworksDescription", "")}): the top 5% '
-            'absolute coefficients were tested for enrichment in each network (one-sided '
-            'hypergeometric test, Bonferroni over networks, labels at p < 0.05); the test treats '
-            'voxels as independent.'
+            f'networks ({annotation.get("ReferenceNetworksDescription", "").rstrip(".")}): the '
+            f'top {TOP_FRACTION:.0%} absolute coefficients were tested for enrichment in each '
+            'network (one-sided hypergeometric test, Bonferroni over networks, labels at p < '
+            f'{LABEL_LEVEL:g}); the test treats voxels as independent, so labels of spatially '
+            'smooth maps are descriptive.'
         )
     return text
 
@@ -140,13 +153,47 @@ def group_paragraph(meta: dict[str, Any]) -> str:
         f'At the group level ({n} subjects), the FBN of each unit was tested voxel-wise with a '
         "one-sample sign-flip permutation test of the subjects' coefficient maps over the "
         f'intersection of their brain masks ({how}, two-sided), family-wise corrected with the '
-        "maximum |t| over voxels (the test of nilearn's non_parametric_inference); the smallest "
+        "maximum |t| over voxels (as in nilearn's non_parametric_inference); the smallest "
         f'possible p was {fmt(meta.get("SmallestPossiblePValue"))}. Consistency was the mean '
         "over subjects of the spatial correlation of a subject's map with the mean of the "
         'others (subjects with an empty map left out). Group maps were annotated like the '
         "subjects' (on the t maps), and a CNN's brain similarity was the maximum over its "
         'layers of the mean over units of -log10 p of the best network (capped at 10).'
     )
+
+
+def _either(metas: Sequence[dict[str, Any]], key: str, describe) -> str:
+    """Describe a setting; every value, when the maps differ in it."""
+    values: list[Any] = []
+    for meta in metas:
+        if meta.get(key) not in values:
+            values.append(meta.get(key))
+    text = ' or '.join(str(describe(value)) for value in values)
+    return text if len(values) == 1 else f'{text} (differing between participant runs)'
+
+
+def _alpha_text(coef: Sequence[dict[str, Any]]) -> str:
+    """Describe how alpha was set: cross-validation (from its record) or fixed values."""
+    chosen = [m for m in coef if m.get('AlphaMode') == 'auto']
+    fixed = sorted({m['Alpha'] for m in coef if m.get('AlphaMode') != 'auto'})
+    parts = []
+    if chosen:
+        alphas = [m['Alpha'] for m in chosen]
+        record = next((m['AlphaSelection'] for m in chosen
+                       if isinstance(m.get('AlphaSelection'), dict)), {})  # fmt: skip
+        grid = record.get('grid', [])
+        parts.append(
+            'chosen per subject and layer by blocked cross-validation '
+            f'({record.get("n_folds", "n/a")} contiguous blocks held out in turn, training '
+            f'samples at least {fmt(record.get("gap_s"))} s from the held-out ones, held-out R² '
+            f'over a {len(grid)}-value log grid from {fmt(min(grid, default=None))} to '
+            f'{fmt(max(grid, default=None))}; chosen values {fmt(min(alphas))} to '
+            f'{fmt(max(alphas))})'
+        )
+    if fixed:
+        parts.append(f'fixed at {", ".join(fmt(a) for a in fixed)}')
+    text = ' and '.join(parts)
+    return text if len(parts) == 1 else f'{text} (differing between participant runs)'
 
 
 def _weights(weights: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ def _png(fig) -> bytes:
 
 
 def timing_figure(
-    acq_times_s: np.ndarray, dropped: Sequence[int], onset_s: float, duration_s: float,
+    acq_times_s: np.ndarray, dropped: Sequence[int], shown: Sequence[tuple[float, float]],
     t_r: float, title: str,
 ) -> bytes:  # fmt: skip
     """Draw the stimulus on the scanner clock against the volume grid.
@@ -42,8 +42,9 @@ def timing_figure(
         Acquisition time of every stored volume (s).
     dropped : sequence of int
         Volumes dropped after sampling (non-steady state, dummies).
-    onset_s, duration_s : float
-        The stimulus on the scanner clock (s).
+    shown : sequence of (start, end)
+        When the stimulus was on screen, on the scanner clock (s): one interval for a movie,
+        one per image or clip of a sequence.
     t_r : float
         Repetition time (s).
     """
@@ -53,9 +54,11 @@ def timing_figure(
     if len(dropped):
         ax.vlines(acq_times_s[list(dropped)], 0.05, 0.45, color='#c0392b', lw=1.2,
                   label='volumes dropped')  # fmt: skip
-    ax.barh(0.75, duration_s, left=onset_s, height=0.35, color='#f0b429', label='stimulus')
-    end = max(acq_times_s[-1] + t_r / 2, onset_s + duration_s)
-    start = min(0.0, onset_s)
+    for i, (begin, finish) in enumerate(shown):
+        ax.barh(0.75, finish - begin, left=begin, height=0.35, color='#f0b429',
+                edgecolor='#8d6e00', lw=0.3, label='stimulus' if i == 0 else None)  # fmt: skip
+    end = max([acq_times_s[-1] + t_r / 2, *(finish for _, finish in shown)])
+    start = min([0.0, *(begin for begin, _ in shown)])
     ax.set_xlim(start - t_r, end + t_r)
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.75], ['scanner', 'movie'])
@@ -147,7 +150,7 @@ def stacked_labels_figure(counts: Mapping[str, Mapping[str, int]], title: str) -
 
 
 def similarity_figure(similarity: Sequence[float], accuracy: Sequence[float],
-                      names: Sequence[str], caption: str) -> bytes:  # fmt: skip
+                      names: Sequence[str]) -> bytes:  # fmt: skip
     """Draw brain similarity against ImageNet top-1 accuracy, one labelled point per CNN."""
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     ax.scatter(accuracy, similarity, color='#4a6fa5')
@@ -155,5 +158,4 @@ def similarity_figure(similarity: Sequence[float], accuracy: Sequence[float],
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords='offset points')
     ax.set_xlabel('ImageNet top-1 accuracy (%)')
     ax.set_ylabel('brain similarity')
-    ax.set_title(caption, fontsize=8, loc='left')
     return _png(fig)

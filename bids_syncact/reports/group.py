@@ -48,7 +48,7 @@ def build_group_report(output_dir: Path, layout=None) -> Path:
         b64(figures.stacked_labels_figure(by_layer, f'task {task}: units per label, per layer'))
         for task, by_layer in counts.items()
     ]  # fmt: skip
-    similarity, single = _similarity(output_dir, layout)
+    similarities = _similarity(output_dir, layout, t_maps, metas)
     smallest = first.get('SmallestPossiblePValue')
     return render(
         'group.html', output_dir / 'group.html', title='Group',
@@ -57,7 +57,7 @@ def build_group_report(output_dir: Path, layout=None) -> Path:
              ('similarity', 'Similarity')],
         subjects=subjects, smallest_p=fmt(smallest),
         few_subjects=smallest is not None and smallest >= 0.05, layers=layers,
-        label_figures=label_figures, similarity=similarity, single=single,
+        label_figures=label_figures, similarities=similarities,
     )  # fmt: skip
 
 
@@ -99,12 +99,36 @@ def _label_counts(t_map) -> dict[str, int]:
     return labels.value_counts().to_dict()
 
 
-def _similarity(output_dir: Path, layout) -> tuple[dict[str, Any] | None, str]:
-    tables = layout.get(desc='group', suffix='similarity', extension='.tsv')
-    if not tables:
-        return None, 'see the terminal output'
-    table = pd.read_csv(tables[0].path, sep='\t')
-    meta = json.loads(Path(tables[0].path).with_suffix('.json').read_text())
+def _similarity(output_dir: Path, layout, t_maps, metas) -> list[dict[str, Any]]:
+    """Per task: each CNN's brain similarity, and with accuracies the scatter and statistics."""
+    sections = []
+    for task in sorted({f.entities.get('task') for f in t_maps}):
+        tables = layout.get(task=task, desc='group', suffix='similarity', extension='.tsv')
+        if tables:
+            sections.append(_similarity_table(task, Path(tables[0].path)))
+            continue
+        scores: dict[str, tuple[float, str]] = {}  # one CNN: from the group annotations
+        for f in t_maps:
+            if f.entities.get('task') != task:
+                continue
+            path = Path(f.path.replace('_stat-t_desc-group_boldmap.nii.gz',
+                                       '_desc-group_annotations.json'))  # fmt: skip
+            if path.is_file():
+                score = json.loads(path.read_text()).get('BrainSimilarity')
+                cnn, layer = metas[f.path].get('CNN'), metas[f.path].get('Layer')
+                if score is not None and score >= scores.get(cnn, (-1.0, ''))[0]:
+                    scores[cnn] = (score, layer)
+        rows = [{'cnn': cnn, 'similarity': fmt(score), 'best_layer': layer, 'accuracy': 'n/a',
+                 'source': 'one CNN: no comparison'} for cnn, (score, layer) in scores.items()]  # fmt: skip
+        sections.append({'task': task, 'rows': rows, 'png': None, 'descriptive': False,
+                         'caption': 'One CNN: the comparison with ImageNet accuracy needs two or '
+                                    'more.'})  # fmt: skip
+    return sections
+
+
+def _similarity_table(task: str, path: Path) -> dict[str, Any]:
+    table = pd.read_csv(path, sep='\t')
+    meta = json.loads(path.with_suffix('.json').read_text())
     rows = [{'cnn': r.cnn, 'similarity': fmt(r.similarity), 'best_layer': r.best_layer,
              'accuracy': fmt(r.imagenet_top1), 'source': r.accuracy_source}
             for r in table.itertuples()]  # fmt: skip
@@ -123,9 +147,10 @@ def _similarity(output_dir: Path, layout) -> tuple[dict[str, Any] | None, str]:
     if len(scored) >= 2:
         png = b64(figures.similarity_figure(
             scored['similarity'].tolist(), scored['imagenet_top1'].tolist(),
-            scored['cnn'].tolist(), caption if correlation else '',
+            scored['cnn'].tolist(),
         ))  # fmt: skip
-    return {'rows': rows, 'png': png, 'caption': caption, 'descriptive': descriptive}, ''
+    return {'task': task, 'rows': rows, 'png': png, 'caption': caption,
+            'descriptive': descriptive}  # fmt: skip
 
 
 def _ci(interval) -> str:

@@ -32,7 +32,7 @@ def participant_reports(
         When OUTPUT_DIR holds no output of a subject (``--reports-only`` before any run).
     """
     layout = output_layout(output_dir)
-    found = set(layout.get_subjects())
+    found = set(layout.get_subjects(desc='sync', suffix='timeseries', extension='.tsv'))
     subjects = list(subjects) or sorted(found)
     missing = [s for s in subjects if s not in found]
     if missing or not subjects:

@@ -75,11 +75,12 @@ def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
         table = pd.read_csv(bids_file.path, sep='\t')
         times = table['acquisition_time'].to_numpy()
         stimulus = meta.get('Stimulus') or {}
-        onset, duration = stimulus.get('onset_s', 0.0), stimulus.get('duration_s', 0.0)
+        shown = shown_intervals(stimulus)
         t_r = float(meta.get('RepetitionTime', np.median(np.diff(times))))
         run_end = times[-1] + t_r / 2
-        if onset + duration < run_end - t_r:
-            warnings.append(f'{name}: the stimulus ends at {onset + duration:.1f} s, before the '
+        stimulus_end = max((end for _, end in shown), default=0.0)
+        if stimulus_end < run_end - t_r:
+            warnings.append(f'{name}: the stimulus ends at {stimulus_end:.1f} s, before the '
                             f'run ({run_end:.1f} s): the rest of the run sees a blank screen.')  # fmt: skip
         dropped = meta.get('NonSteadyStateVolumes', [])
         activations = table.drop(columns=['acquisition_time']).to_numpy()
@@ -89,14 +90,41 @@ def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
             'name': name, 't_r': fmt(t_r), 'n_vols': len(times),
             'timing_source': meta.get('TimingSource'), 'offset': fmt(meta.get('AcquisitionOffset')),
             'dropped': ', '.join(map(str, dropped)) or 'none',
-            'stimulus': Path(str(stimulus.get('path', ''))).name or stimulus.get('kind', ''),
-            'onset': fmt(onset), 'duration': fmt(duration), 'bold': bold.split('/')[-1],
-            'timing_png': b64(figures.timing_figure(times, dropped, onset, duration, t_r,
-                                                    title=name)),
+            'stimulus': _stimulus_name(stimulus),
+            'onset': fmt(shown[0][0] if shown else None),
+            'duration': fmt(stimulus_end - shown[0][0] if shown else None),
+            'bold': bold.split('/')[-1],
+            'timing_png': b64(figures.timing_figure(times, dropped, shown, t_r, title=name)),
             'carpet_png': b64(figures.carpet_figure(activations, times, meta['UnitIndices'],
                                                     title=f'{name}: {layer}')),
         })  # fmt: skip
     return runs
+
+
+def shown_intervals(stimulus: dict[str, Any]) -> list[tuple[float, float]]:
+    """Return when the stimulus was on screen, on the scanner clock (s).
+
+    A movie shows its file from ``start_s`` to its end, from ``onset_s`` on; a sequence shows
+    each item from its onset for its duration.
+
+    >>> shown_intervals({'kind': 'movie', 'onset_s': 2.0, 'start_s': 10.0, 'duration_s': 25.0})
+    [(2.0, 17.0)]
+    >>> shown_intervals({'kind': 'sequence', 'items': [{'onset_s': 1.0, 'duration_s': 2.0}]})
+    [(1.0, 3.0)]
+    """
+    if stimulus.get('kind') == 'sequence':
+        return [(float(item['onset_s']), float(item['onset_s']) + float(item['duration_s']))
+                for item in stimulus.get('items', [])]  # fmt: skip
+    if stimulus.get('duration_s') is None:
+        return []
+    onset = float(stimulus.get('onset_s', 0.0))
+    return [(onset, onset + float(stimulus['duration_s']) - float(stimulus.get('start_s', 0.0)))]
+
+
+def _stimulus_name(stimulus: dict[str, Any]) -> str:
+    if stimulus.get('kind') == 'sequence':
+        return f'{len(stimulus.get("items", []))} images or clips'
+    return Path(str(stimulus.get('path', ''))).name
 
 
 def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
@@ -125,8 +153,9 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
         alpha_png = b64(figures.alpha_curve_figure(selection['grid'], selection['r2'],
                                                    meta['Alpha'], f'{layer}: alpha by CV'))  # fmt: skip
     annotations = _annotation_rows(bids_file, output_dir, dict(zip(units, vif, strict=False)))
+    where = Path(bids_file.path).name.split('_space-')[0].split('_', 1)[-1]  # ses, task, acq
     return {
-        'cnn': cnn, 'layer': layer, 'task': bids_file.entities.get('task'),
+        'cnn': cnn, 'layer': layer, 'task': where.replace('_', ' '),
         'alpha': fmt(meta.get('Alpha')), 'alpha_mode': meta.get('AlphaMode'),
         'condition': fmt(meta.get('ConditionNumber')), 'n_units': len(units),
         'n_high_vif': len(high), 'alpha_png': alpha_png, 'glass': glass,
@@ -144,7 +173,11 @@ def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, s
     table = pd.read_csv(path, sep='\t')
     rows = []
     for unit, unit_rows in table.groupby('unit', sort=False):
-        best = unit_rows.sort_values('p', kind='stable').iloc[0]
+        labelled = unit_rows[unit_rows['is_label'].astype(str) == 'True']
+        # the label's row, else the smallest p with the core's tie-break (larger enrichment)
+        best = labelled.iloc[0] if len(labelled) else unit_rows.assign(
+            minus_enrichment=-unit_rows['enrichment'].fillna(-np.inf)
+        ).sort_values(['p', 'minus_enrichment'], kind='stable').iloc[0]  # fmt: skip
         rows.append({
             'unit': int(unit), 'label': str(best['label']), 'best': str(best['network']),
             'p': fmt(best['p_bonferroni']), 'enrichment': fmt(best['enrichment']),

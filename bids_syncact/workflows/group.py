@@ -294,10 +294,16 @@ def write_group_layer(
         'consistency': 'leave-one-out consistency of the unit (see the stat-t sidecar)',
         'consistency_n': 'subjects in the consistency',
     }
+    best_p = np.array([a.best_p for a in result['annotations']])
     write_annotations(
         output_dir / f'{prefix}_desc-group_annotations.tsv', first.sidecar['UnitIndices'],
         result['annotations'],
-        annotation_sidecar(common, reference, 'group t map (stat-t)') | {'Columns': columns},
+        annotation_sidecar(common, reference, 'group t map (stat-t)') | {
+            'Columns': columns, 'BrainSimilarity': layer_similarity(best_p),
+            'BrainSimilarityDescription': (
+                'mean over the units of min(-log10 p, '
+                f'{SIMILARITY_CAP:g}) of their best network (an empty map counts 0)'),
+        },
         per_unit={'consistency': list(result['consistency']),
                   'consistency_n': [int(n) for n in result['consistency_n']]},
     )  # fmt: skip
