@@ -373,3 +373,22 @@ def test_when_every_subject_fails_they_are_all_named(tmp_path, stopped):
     some = _failure(crashes[:1], RuntimeError('x'), ['01', '02', '03'], False)
     assert some.exit_code == 1
     assert str(some).startswith('1 of 3 subject(s) failed: sub-01; the others finished.')
+
+
+@pytest.mark.parametrize(('args', 'expected'), [
+    (('--nprocs', '2', '--omp-nthreads', '1'), 1),
+    (('--nprocs', '2'), 2),  # one node may use the whole pool
+    (('--nprocs', '1', '--omp-nthreads', '4'), 1),  # never more than the pool
+])  # fmt: skip
+def test_nodes_run_with_the_threads_they_were_given(cli, dataset, tmp_path, args, expected):
+    work = tmp_path / 'work'
+    result = cli(dataset, tmp_path / 'out', 'participant', *FAST, '--participant-label', '01',
+                 '-w', work, *args, process=True)  # fmt: skip
+    assert result.code == 0, result.err
+    recorded = {p.parent.name: json.loads(p.read_text()) for p in work.rglob('threads.json')}
+    kinds = {name.split('_')[0] for name in recorded}
+    assert kinds == {'features', 'denoise', 'couple'}
+    for name, threads in recorded.items():
+        assert threads['torch'] == expected, name
+        assert threads['blas'], name  # numpy's BLAS is loaded in every node
+        assert set(threads['blas']) == {expected}, name

@@ -29,7 +29,9 @@ from bids_syncact.bids.derivatives import TIME_COLUMN
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
 from bids_syncact.core.fbn import LayerFit, fit_layer
 from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
+from bids_syncact.core.threads import limited_threads
 from bids_syncact.errors import InputDataError
+from bids_syncact.interfaces.threads import record_threads
 
 LOGGER = logging.getLogger('bids_syncact.coupling')
 
@@ -64,6 +66,7 @@ class _DenoiseBoldInputSpec(BaseInterfaceInputSpec):
     confounds_strategy = traits.Enum('simple', 'scrubbing', 'compcor', 'none', mandatory=True)
     high_pass = traits.Either(None, traits.Float, usedefault=True, desc='cosine high-pass (Hz)')
     smoothing_fwhm = traits.Either(None, traits.Float, usedefault=True, desc='mm FWHM')
+    n_threads = traits.Int(1, usedefault=True, nohash=True, desc='BLAS threads')
 
 
 class _DenoiseBoldOutputSpec(TraitedSpec):
@@ -86,8 +89,10 @@ class DenoiseBold(SimpleInterface):
             high_pass=self.inputs.high_pass,
         )  # fmt: skip
         self._results['spec_file'] = str(save_clean_spec(cwd / 'clean_spec.npz', spec))
-        clean_bold(bold, nib.load(self.inputs.mask_file), spec, cwd / 'bold_clean.npy',
-                   smoothing_fwhm=self.inputs.smoothing_fwhm)  # fmt: skip
+        with limited_threads(self.inputs.n_threads) as threads:
+            record_threads(cwd, threads)
+            clean_bold(bold, nib.load(self.inputs.mask_file), spec, cwd / 'bold_clean.npy',
+                       smoothing_fwhm=self.inputs.smoothing_fwhm)  # fmt: skip
         self._results['bold_file'] = str(cwd / 'bold_clean.npy')
         return runtime
 
@@ -152,10 +157,12 @@ class CoupleLayer(SimpleInterface):
         )  # fmt: skip
         specs = [load_clean_spec(Path(p)) for p in inputs.spec_files]
         S = np.load(inputs.stacked_file, mmap_mode='r')
-        fit = fit_layer(
-            tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
-            device=_solver_device(inputs.device), n_threads=inputs.n_threads,
-        )  # fmt: skip
+        with limited_threads(inputs.n_threads) as threads:
+            record_threads(cwd, threads)
+            fit = fit_layer(
+                tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
+                device=_solver_device(inputs.device), n_threads=inputs.n_threads,
+            )  # fmt: skip
         del S
         if fit.seconds_per_null is not None:
             LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,

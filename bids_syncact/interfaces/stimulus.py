@@ -27,6 +27,8 @@ from bids_syncact.bids.derivatives import (
 )
 from bids_syncact.bids.features import PreparedCNN, stimulus_features
 from bids_syncact.core.activations import select_units
+from bids_syncact.core.threads import limited_threads
+from bids_syncact.interfaces.threads import record_threads
 
 
 class _StimulusFeaturesInputSpec(BaseInterfaceInputSpec):
@@ -38,6 +40,7 @@ class _StimulusFeaturesInputSpec(BaseInterfaceInputSpec):
     frame_fit = traits.Enum('pad', 'crop', 'squash', mandatory=True)
     device = traits.Enum('auto', 'cpu', 'cuda', usedefault=True)
     output_dir = traits.Str(mandatory=True, desc='OUTPUT_DIR (the cache is under features/)')
+    n_threads = traits.Int(1, usedefault=True, nohash=True, desc='torch and BLAS threads')
 
 
 class _StimulusFeaturesOutputSpec(TraitedSpec):
@@ -55,12 +58,14 @@ class StimulusFeatures(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs = self.inputs
-        results = stimulus_features(
-            PreparedCNN.from_dict(inputs.cnn_spec), Path(inputs.stimulus),
-            output_dir=Path(inputs.output_dir), frame_rate=inputs.frame_rate,
-            frame_fit=inputs.frame_fit, device=inputs.device,
-            stimulus_sha256=inputs.stimulus_sha256, duration_s=inputs.duration_s,
-        )  # fmt: skip
+        with limited_threads(inputs.n_threads) as threads:
+            record_threads(Path(runtime.cwd), threads)
+            results = stimulus_features(
+                PreparedCNN.from_dict(inputs.cnn_spec), Path(inputs.stimulus),
+                output_dir=Path(inputs.output_dir), frame_rate=inputs.frame_rate,
+                frame_fit=inputs.frame_fit, device=inputs.device,
+                stimulus_sha256=inputs.stimulus_sha256, duration_s=inputs.duration_s,
+            )  # fmt: skip
         self._results['feature_files'] = [str(path) for _, path in results.values()]
         return runtime
 

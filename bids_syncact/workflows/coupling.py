@@ -81,10 +81,10 @@ def add_coupling_nodes(
                     run_plan=plan.to_dict(), bold_file=str(plan.preproc_bold),
                     confounds_file=str(plan.confounds), confounds_strategy=coupling.confounds_strategy,
                     high_pass=coupling.effective_high_pass,
-                    smoothing_fwhm=coupling.smoothing_fwhm or None,
+                    smoothing_fwhm=coupling.smoothing_fwhm or None, n_threads=threads,
                 ),
                 name=f'denoise_{run_tag(plan)}{subject_tag(subject)}',
-                mem_gb=size_gb / len(group),
+                mem_gb=size_gb / len(group), n_procs=threads,
             )  # fmt: skip
             workflow.connect([
                 (mask, denoise, [('mask_file', 'mask_file')]),

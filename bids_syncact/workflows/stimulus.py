@@ -8,7 +8,6 @@ task and CNN a merge of the feature files the units are chosen on; per run and C
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from bids_syncact.bids.discovery import RunPlan, by_subject_and_task
 from bids_syncact.bids.features import PreparedCNN
 from bids_syncact.config import Config
 from bids_syncact.interfaces.stimulus import StimulusFeatures, SynchronizeRun
+from bids_syncact.workflows.execute import node_threads
 
 
 def stimulus_hashes(plans: Sequence[RunPlan]) -> dict[str, str]:
@@ -73,6 +73,9 @@ def init_stimulus_wf(
         ``plans`` (empty with ``--features-only``).
     """
     workflow = pe.Workflow(name=name, base_dir=str(config.execution.work_dir))
+    # --omp-nthreads (at most the pool): torch and BLAS inside the node, and what the
+    # scheduler reserves for it
+    threads = node_threads(config)
     durations = _durations(plans)
     first_path = {sha: path for path, sha in reversed(list(sha256_of.items()))}
     features: dict[tuple[str, str], pe.Node] = {}
@@ -84,11 +87,10 @@ def init_stimulus_wf(
                     stimulus=path, stimulus_sha256=sha, duration_s=durations.get(path),
                     cnn_spec=spec.to_dict(), frame_rate=config.stimulus.frame_rate,
                     frame_fit=config.stimulus.frame_fit, device=config.execution.device,
-                    output_dir=str(config.output_dir),
+                    output_dir=str(config.output_dir), n_threads=threads,
                 ),
-                name=f'features_{bids_label(cnn)}_{sha[:8]}',
+                name=f'features_{bids_label(cnn)}_{sha[:8]}', n_procs=threads,
             )  # fmt: skip
-            node.n_procs = os.cpu_count() or 1  # torch uses every core: run it alone
             features[cnn, sha] = node
             workflow.add_nodes([node])
     if config.cnn.features_only:
