@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_syncact.bids.cache import bids_label
-from bids_syncact.bids.derivatives import subject_dir
+from bids_syncact.bids.derivatives import sidecar_path, subject_dir
 from bids_syncact.bids.io import atomic_write_bytes, atomic_write_json
 
 #: Entities a subject's maps keep when every run shares them (runs are combined).
@@ -91,6 +91,6 @@ def boldmap_bytes(
 
 def write_boldmap(path: Path, data: bytes, sidecar: Mapping[str, Any]) -> Path:
     """Write a map's sidecar, then the map (gzipped NIfTI bytes), each atomically."""
-    json_path = path.with_name(path.name.removesuffix('.nii.gz') + '.json')
+    json_path = sidecar_path(path)
     atomic_write_json(json_path, json.loads(json.dumps(sidecar, default=str)))
     return atomic_write_bytes(path, data)

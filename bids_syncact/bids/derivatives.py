@@ -42,6 +42,17 @@ def unit_column(index: int) -> str:
     return f'unit{index:04d}'
 
 
+def sidecar_path(path: Path | str) -> Path:
+    """Return the JSON sidecar of a data file (``.nii.gz``, ``.nii`` or ``.tsv``).
+
+    >>> sidecar_path('/out/sub-01_stat-coef_boldmap.nii.gz').name
+    'sub-01_stat-coef_boldmap.json'
+    """
+    path = Path(path)
+    stem = path.name.removesuffix('.gz').removesuffix('.nii').removesuffix('.tsv')
+    return path.with_name(stem + '.json')
+
+
 def subject_dir(output_dir: Path, entities: Mapping[str, Any]) -> Path:
     """``OUTPUT_DIR/sub-<s>[/ses-<s>]/func``."""
     folder = output_dir / f'sub-{entities["subject"]}'

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_syncact.bids.cache import bids_label
-from bids_syncact.bids.derivatives import PYBIDS_CONFIG
+from bids_syncact.bids.derivatives import PYBIDS_CONFIG, sidecar_path
 from bids_syncact.config import InputConfig
 from bids_syncact.core.group import MIN_SUBJECTS
 from bids_syncact.errors import InputDataError, MissingInputError
@@ -150,12 +150,12 @@ def output_layout(output_dir: Path):
 def _participant_map(bids_file) -> ParticipantMap:
     entities = bids_file.entities
     path = Path(bids_file.path)
-    sidecar_path = path.with_name(path.name.removesuffix('.nii.gz') + '.json')
+    json_path = sidecar_path(path)
     try:
-        sidecar = json.loads(sidecar_path.read_text())
+        sidecar = json.loads(json_path.read_text())
     except (OSError, ValueError) as err:
         raise InputDataError(
-            f'{path.name}: cannot read its sidecar {sidecar_path.name} ({err}): rerun the '
+            f'{path.name}: cannot read its sidecar {json_path.name} ({err}): rerun the '
             'participant level of this subject'
         ) from err
     return ParticipantMap(

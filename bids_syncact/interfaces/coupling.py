@@ -25,7 +25,7 @@ from nipype.interfaces.base import (
 
 from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
-from bids_syncact.bids.derivatives import TIME_COLUMN
+from bids_syncact.bids.derivatives import TIME_COLUMN, sidecar_path
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
 from bids_syncact.core.fbn import LayerFit, fit_layer
 from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
@@ -212,7 +212,7 @@ class WriteBoldmaps(SimpleInterface):
         for stat in set(inputs.out_paths) - set(inputs.stats):
             # a map this run did not make (z without --n-nulls) must not outlive its settings
             stale = Path(inputs.out_paths[stat])
-            for path in (stale, stale.with_name(stale.name.removesuffix('.nii.gz') + '.json')):
+            for path in (stale, sidecar_path(stale)):
                 if path.exists():
                     LOGGER.warning('Removing %s: this run made no such map', path.name)
                     path.unlink()

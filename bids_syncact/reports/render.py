@@ -12,16 +12,15 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bids_syncact import __version__
+from bids_syncact.bids.derivatives import sidecar_path
 from bids_syncact.bids.io import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parents[1] / 'data' / 'reports'
 
 
 def sidecar(path: str | Path) -> dict[str, Any]:
-    """Return the JSON sidecar of a data file."""
-    path = Path(path)
-    stem = path.name.removesuffix('.nii.gz').removesuffix('.tsv')
-    return json.loads(path.with_name(stem + '.json').read_text())
+    """Return the JSON sidecar of a data file, read."""
+    return json.loads(sidecar_path(path).read_text())
 
 
 def natural_key(text: str) -> tuple:
