@@ -19,12 +19,14 @@ LOGGER = logging.getLogger('bids_syncact.reports')
 
 def participant_reports(
     output_dir: Path, subjects: Sequence[str], *, config: Mapping[str, Any] | None = None,
-    run_id: str | None = None,
+    run_id: str | None = None, best_effort: bool = False,
 ) -> list[Path]:  # fmt: skip
     """Write ``sub-<s>.html`` of each subject and ``logs/CITATION.md``; return the reports.
 
-    With ``config`` and ``run_id`` (a run, not ``--reports-only``), also each subject's
-    ``log/<run-id>/config.toml``.
+    OUTPUT_DIR is indexed once for all of them. With ``config`` and ``run_id`` (a run, not
+    ``--reports-only``), also each subject's ``log/<run-id>/config.toml``. With
+    ``best_effort`` (some subjects failed), a subject whose report cannot be made is logged
+    (to the log file: stderr keeps its one line) and skipped.
 
     Raises
     ------
@@ -35,18 +37,28 @@ def participant_reports(
     found = set(layout.get_subjects(desc='sync', suffix='timeseries', extension='.tsv'))
     subjects = list(subjects) or sorted(found)
     missing = [s for s in subjects if s not in found]
-    if missing or not subjects:
+    if (missing or not subjects) and not best_effort:
         raise MissingInputError(
             f'no participant outputs of sub-{(missing or ["<any>"])[0]} in {output_dir}: run '
             'the participant level before --reports-only'
         )
     reports = []
     for subject in subjects:
+        if subject in missing:
+            LOGGER.info('No report for sub-%s: it has no outputs', subject)
+            continue
         if config is not None and run_id is not None:
             write_run_config(output_dir, subject, config, run_id)
-        reports.append(build_subject_report(output_dir, subject, layout))
+        try:
+            reports.append(build_subject_report(output_dir, subject, layout))
+        except Exception as err:  # a failed subject may have partial outputs
+            if not best_effort:
+                raise
+            LOGGER.info('No report for sub-%s: %s', subject, err)
+            continue
         LOGGER.info('Report: %s', reports[-1])
-    write_citation(output_dir, layout)
+    if found:
+        write_citation(output_dir, layout)
     return reports
 
 

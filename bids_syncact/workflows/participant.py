@@ -76,7 +76,10 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
         run_workflow(workflow, config)
     except SyncActError:
         if not config.cnn.features_only:  # the subjects that finished still get their reports
-            write_reports(config, plans, best_effort=True)
+            try:
+                write_reports(config, plans, best_effort=True)
+            except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
+                LOGGER.info('No reports: %s', err)
         raise
     what = 'feature cache' if config.cnn.features_only else 'FBN maps'
     for spec in prepared.values():
@@ -101,17 +104,10 @@ def write_reports(config: Config, plans: Sequence[RunPlan], *, best_effort: bool
     from bids_syncact.bids.provenance import new_run_id
     from bids_syncact.reports.run import participant_reports
 
-    run_id = new_run_id()
-    for subject in sorted({plan.entities['subject'] for plan in plans}):
-        try:
-            reports = participant_reports(config.output_dir, [subject],
-                                          config=config.to_dict(), run_id=run_id)  # fmt: skip
-        except Exception as err:  # a failed subject may have no outputs at all
-            if not best_effort:
-                raise
-            LOGGER.info('No report for sub-%s: %s', subject, err)  # stderr keeps one line
-            continue
-        print(f'Report: {reports[0]}')
+    subjects = sorted({plan.entities['subject'] for plan in plans})
+    for report in participant_reports(config.output_dir, subjects, config=config.to_dict(),
+                                      run_id=new_run_id(), best_effort=best_effort):  # fmt: skip
+        print(f'Report: {report}')
 
 
 def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
@@ -119,8 +115,7 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
 
     The reference networks are read once. Each run's confounds are loaded as its denoising
     node will load them (degrees of freedom, columns, row count); per subject and task the kept
-    samples must allow the cross-validation
-    folds, and every run ``--n-nulls`` distinct shifts.
+    samples must allow the cross-validation folds, and every run ``--n-nulls`` distinct shifts.
 
     Raises
     ------
