@@ -195,7 +195,7 @@ def refuse_other_level_options(ns: argparse.Namespace) -> None:
         given = [dest for dest, value in vars(ns).items()
                  if dest not in allowed and _given_value(value)]  # fmt: skip
         if given:
-            flags = ', '.join('--' + dest.replace('_', '-') for dest in given)
+            flags = _flags(given)
             raise UsageError(
                 f'{flags}: --reports-only rebuilds the reports from the outputs as they are and '
                 'takes only --participant-label (participant level), -w and -v; leave out '
@@ -205,7 +205,7 @@ def refuse_other_level_options(ns: argparse.Namespace) -> None:
     other = PARTICIPANT_ONLY if ns.analysis_level == 'group' else GROUP_ONLY
     given = [dest for dest in other if _given_value(getattr(ns, dest, None))]
     if given:
-        flags = ', '.join('--' + dest.replace('_', '-') for dest in given)
+        flags = _flags(given)
         level = 'participant' if ns.analysis_level == 'group' else 'group'
         raise UsageError(
             f'{flags}: only the {level} level uses it; leave it out of the '
@@ -227,6 +227,11 @@ def _given(
         if name not in kwargs and value is not None:
             kwargs[name] = convert.get(name, lambda v: v)(value)
     return kwargs
+
+
+def _flags(dests: list[str]) -> str:
+    """Return the options of ``dests`` as typed (``n_nulls`` -> ``--n-nulls``), comma-separated."""
+    return ', '.join('--' + dest.replace('_', '-') for dest in dests)
 
 
 def _reference_networks(value: str) -> str:

@@ -98,7 +98,7 @@ def run_group_level(config: Config) -> int:
         )
         name = items[0].sidecar.get('CNN', cnn)  # torchvision's name (vgg11_bn, not vgg11bn)
         best_p.setdefault(task, {}).setdefault(name, {})[items[0].sidecar.get('Layer', layer)] = (
-            np.array([a.best_p for a in result['annotations']])
+            result['best_p']
         )
         weights[name] = items[0].sidecar.get('Weights', {})
         print(f'  task-{task} cnn-{cnn} layer-{layer}: {group_mask.sum()} voxels, labels '
@@ -210,26 +210,26 @@ def group_layer(
     -------
     dict
         ``t`` and ``logp_fwe`` ``(K, n_voxels)``, ``consistency`` ``(K,)``, ``consistency_n``
-        ``(K,)``, ``per_subject`` ``(K, n_subjects)``, ``annotations`` (K Annotation).
+        ``(K,)``, ``annotations`` (K Annotation), ``best_p`` ``(K,)`` (each unit's smallest
+        annotation p), and the flips (``n_flips``, ``exact``, ``smallest_p``).
     """
-    n_units, n_subjects, n_voxels = stacked.shape
+    n_units, _, n_voxels = stacked.shape
     t = np.empty((n_units, n_voxels), dtype=np.float32)
     logp = np.empty((n_units, n_voxels), dtype=np.float32)
-    per_subject = np.empty((n_units, n_subjects))
     values, counts, annotations = np.empty(n_units), np.empty(n_units, dtype=int), []
     flips: dict[str, Any] = {'n_flips': 0, 'exact': False, 'smallest_p': float('nan')}
     for k in range(n_units):
         maps = np.asarray(stacked[k])
         group = sign_flip_group_map(maps, n_permutations=n_permutations, seed=seed)
         t[k], logp[k] = group.t, group.logp_fwe
-        per_subject[k] = leave_one_out_consistency(maps)
-        values[k], counts[k] = consistency(per_subject[k])
+        values[k], counts[k] = consistency(leave_one_out_consistency(maps))
         flips = {'n_flips': len(group.h0_max_t), 'exact': group.exact,
                  'smallest_p': group.smallest_p}  # fmt: skip
         # no t where every subject is zero: no evidence, the same as t = 0 for the top 5%
         annotations.append(annotate(np.nan_to_num(group.t, nan=0.0), networks, names))
+    best_p = np.array([a.best_p for a in annotations])
     return {'t': t, 'logp_fwe': logp, 'consistency': values, 'consistency_n': counts,
-            'per_subject': per_subject, 'annotations': annotations, **flips}  # fmt: skip
+            'annotations': annotations, 'best_p': best_p, **flips}  # fmt: skip
 
 
 def write_group_layer(
@@ -254,7 +254,7 @@ def write_group_layer(
     test = {
         'Test': (
             "one-sample sign-flip permutation of the subjects' stat-coef maps, two-sided, "
-            "max |t| over voxels (the test of nilearn's non_parametric_inference); every "
+            "max |t| over voxels (as in nilearn's non_parametric_inference); every "
             'distinct flip enumerated when 2^(n-1) <= NumberOfPermutations (exact p), else '
             'seeded random flips with p = (1 + count) / (1 + flips)'
         ),
@@ -289,17 +289,16 @@ def write_group_layer(
         data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat, dof)
         write_boldmap(output_dir / f'{prefix}_stat-{stat}_desc-group_boldmap.nii.gz', data,
                       sidecar)  # fmt: skip
-    columns = {
-        **annotation_sidecar(common, reference, 'group t map (stat-t)')['Columns'],
+    annotation_meta = annotation_sidecar(common, reference, 'group t map (stat-t)')
+    annotation_meta['Columns'] |= {
         'consistency': 'leave-one-out consistency of the unit (see the stat-t sidecar)',
         'consistency_n': 'subjects in the consistency',
     }
-    best_p = np.array([a.best_p for a in result['annotations']])
     write_annotations(
         output_dir / f'{prefix}_desc-group_annotations.tsv', first.sidecar['UnitIndices'],
         result['annotations'],
-        annotation_sidecar(common, reference, 'group t map (stat-t)') | {
-            'Columns': columns, 'BrainSimilarity': layer_similarity(best_p),
+        annotation_meta | {
+            'BrainSimilarity': layer_similarity(result['best_p']),
             'BrainSimilarityDescription': (
                 'mean over the units of min(-log10 p, '
                 f'{SIMILARITY_CAP:g}) of their best network (an empty map counts 0)'),
