@@ -8,6 +8,7 @@ exit code; the traceback goes to the log file only.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitCode(enum.IntEnum):
@@ -97,3 +98,23 @@ EXIT_CODE_HELP = '\n'.join(
         ),
     ]
 )
+
+
+#: Errors of the disk written to, not of the data: a full disk, a quota, a read-only mount.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+_DISK_ADVICE = (
+    'free space there (or choose another OUTPUT_DIR or -w), then run the same command again: '
+    'it resumes from the work dir, and no output was left half-written'
+)
+
+
+def disk_error_message(err: OSError) -> str:
+    """Return the one line for a write that the disk refused (see :data:`DISK_ERRORS`)."""
+    where = f' {err.filename}' if err.filename else ''
+    return f'cannot write{where} ({err.strerror}): {_DISK_ADVICE}'
+
+
+def disk_advice(message: str) -> str:
+    """Return ``message`` with the advice of :func:`disk_error_message` when a disk refused."""
+    words = ('No space left on device', 'Disk quota exceeded', 'Read-only file system')
+    return f'{message}: {_DISK_ADVICE}' if any(w in message for w in words) else message

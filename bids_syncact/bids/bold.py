@@ -171,7 +171,7 @@ def intersect_run_masks(mask_paths: Sequence[Path]) -> nib.Nifti1Image:
     """
     if not mask_paths:
         raise ValueError('no brain masks to intersect')
-    images = [_load(Path(path)) for path in mask_paths]
+    images = [load_image(Path(path)) for path in mask_paths]
     for path, img in zip(mask_paths, images, strict=True):
         if len(img.shape) != 3:
             raise InputDataError(f'{Path(path).name}: a brain mask must be 3-D, not {img.shape}')
@@ -189,6 +189,33 @@ def intersect_run_masks(mask_paths: Sequence[Path]) -> nib.Nifti1Image:
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(None, None)
     return nib.Nifti1Image(data.astype(np.uint8), images[0].affine, header)
+
+
+def check_run_images(bold_paths: Sequence[Path], mask_paths: Sequence[Path]) -> nib.Nifti1Image:
+    """Refuse, from the headers and the masks alone, runs that denoising could not read.
+
+    Parameters
+    ----------
+    bold_paths, mask_paths : sequence of Path
+        The preprocessed BOLD and brain mask of each run of one subject and task.
+
+    Returns
+    -------
+    Nifti1Image
+        The intersection of the masks (see :func:`intersect_run_masks`).
+
+    Raises
+    ------
+    InputDataError
+        When a header or mask is unreadable, a BOLD is not 4-D, or a grid differs.
+    """
+    mask = intersect_run_masks(mask_paths)
+    for path in map(Path, bold_paths):
+        img = load_image(path)
+        if len(img.shape) != 4:
+            raise InputDataError(f'{path.name}: a BOLD run must be 4-D, not {img.shape}')
+        _check_grid(img, mask, path.name, 'its brain mask')
+    return mask
 
 
 def bold_to_memmap(
@@ -225,7 +252,7 @@ def bold_to_memmap(
     preproc_bold, out_path = Path(preproc_bold), Path(out_path)
     # keep_file_open: nibabel would otherwise reopen the gzip stream, and decompress from the
     # start, for every volume (about 100 times slower on a 200-volume run).
-    img = _load(preproc_bold, keep_file_open=True)
+    img = load_image(preproc_bold, keep_file_open=True)
     if len(img.shape) != 4:
         raise InputDataError(f'{preproc_bold.name}: a BOLD run must be 4-D, not {img.shape}')
     _check_grid(img, mask_img, preproc_bold.name, 'the brain mask')
@@ -273,7 +300,8 @@ def iter_voxel_chunks(n_voxels: int, chunk: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk, n_voxels))
 
 
-def _load(path: Path, **kwargs: object) -> nib.Nifti1Image:
+def load_image(path: Path, **kwargs: object) -> nib.Nifti1Image:
+    """Return ``nib.load(path)``; an unreadable file is an :class:`InputDataError` (exit 65)."""
     try:
         return nib.load(path, **kwargs)  # type: ignore[return-value]
     except (OSError, ValueError, nib.filebasedimages.ImageFileError) as err:

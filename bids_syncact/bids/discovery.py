@@ -184,9 +184,11 @@ def discover(inputs: InputConfig, stimulus: StimulusConfig) -> tuple[RunPlan, ..
     layout = _layout(inputs.bids_dir, database_path=inputs.bids_database_dir)
     fmriprep = _layout(inputs.fmriprep_dir, derivatives=True)
     runs = _select_runs(layout, inputs)
+    map_rows = read_stimulus_map(stimulus.stimulus_map) if stimulus.stimulus_map else ()
+    _check_map_tasks(map_rows, set(layout.get_tasks()))
     resolver = StimulusResolver(
         inputs.bids_dir,
-        map_rows=read_stimulus_map(stimulus.stimulus_map) if stimulus.stimulus_map else (),
+        map_rows=map_rows,
         cli_stimuli=stimulus.stimulus,
         cli_onset_s=stimulus.stimulus_onset,
     )
@@ -311,6 +313,16 @@ def _check_cli_stimuli(cli_stimuli: Sequence[tuple[str | None, Path]], tasks: se
             raise UsageError(
                 f'--stimulus {task}={path}: no selected run has task {task} '
                 f'(selected: {", ".join(sorted(tasks))})'
+            )
+
+
+def _check_map_tasks(rows: Sequence[Any], tasks: set[str]) -> None:
+    """Refuse a ``--stimulus-map`` row for a task the dataset does not have (a typo)."""
+    for row in rows:
+        if row.task not in tasks:
+            raise InputDataError(
+                f'--stimulus-map line {row.line}: task {row.task!r} is not in the dataset '
+                f'(tasks here: {", ".join(sorted(tasks))}); fix the task column'
             )
 
 
@@ -502,6 +514,11 @@ def _non_steady_state(confounds: Path, n_vols: int, name: str) -> tuple[int, ...
 
 
 def _check_coverage(stim: Stimulus, run_s: float, name: str) -> tuple[str, ...]:
+    if stim.onset_s >= run_s:
+        raise InputDataError(
+            f'{name}: the stimulus onset {stim.onset_s:g} s is after the run, which ends at '
+            f'{run_s:g} s: onsets are seconds from the first volume; check {stim.origin or "the onset"}'
+        )
     if stim.kind != 'movie' or stim.movie is None:
         return ()
     remaining_s = stim.movie.duration_s - stim.start_s

@@ -5,10 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: This host, as it appears in temporary file names (no dots: they separate the fields).
+_HOST = re.sub(r'[^A-Za-z0-9_-]', '_', socket.gethostname()) or 'host'
+_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$')
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -63,7 +69,9 @@ def replacing(path: Path) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f'.{path.name}.{_HOST}-{os.getpid()}.', suffix='.tmp'
+    )
     os.close(fd)
     try:
         yield tmp
@@ -72,6 +80,41 @@ def replacing(path: Path) -> Iterator[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Remove the temporary files of :func:`replacing` whose process died (SIGKILL, power loss).
+
+    A temporary file names its host and process id; only files of this host whose process is
+    gone are removed, so a job running at the same time on the same folder keeps its own.
+
+    Parameters
+    ----------
+    root : Path
+        Folder searched recursively (OUTPUT_DIR); a missing one holds nothing.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    for tmp in Path(root).rglob('.*.tmp') if Path(root).is_dir() else ():
+        match = _TEMPORARY.match(tmp.name)
+        if match and match['host'] == _HOST and not _alive(int(match['pid'])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _holds(path: Path, data: bytes) -> bool:

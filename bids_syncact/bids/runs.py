@@ -8,6 +8,7 @@ cleaned later by exactly the spec its BOLD went through.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import numpy as np
 from bids_syncact.bids.bold import bold_to_memmap, iter_voxel_chunks
 from bids_syncact.bids.io import replacing
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
+from bids_syncact.errors import InputDataError
+
+LOGGER = logging.getLogger('bids_syncact.runs')
 
 #: Voxels cleaned or stacked at a time (a run of 1200 volumes: 1200 x 4096 x 8 B = 39 MB).
 VOXEL_CHUNK = 4096
@@ -62,12 +66,18 @@ def clean_bold(
     """Return a run's in-mask voxels cleaned by ``spec`` (:func:`~bids_syncact.core.denoise.clean`).
 
     The run is read once into a raw memmap beside ``out_path`` (removed afterwards), then cleaned
-    in chunks of voxels.
+    in chunks of voxels. A voxel holding NaN or an infinite value in a kept volume cleans to an
+    all-zero column, as a constant one does, and is left out of the maps (a warning counts them).
 
     Returns
     -------
     np.memmap of shape (n_kept, n_voxels), float32
         Unit-norm columns, voxels in the mask's C order.
+
+    Raises
+    ------
+    InputDataError
+        When every voxel of the mask is non-finite in a kept volume.
     """
     out_path = Path(out_path)
     raw_path = out_path.with_name(f'{out_path.stem}_raw.npy')
@@ -79,8 +89,20 @@ def clean_bold(
             cleaned = np.lib.format.open_memmap(
                 tmp, mode='w+', dtype=np.float32, shape=(spec.n_kept, raw.shape[1])
             )
+            n_bad = 0
             for cols in iter_voxel_chunks(raw.shape[1], chunk):
+                n_bad += int((~np.isfinite(raw[spec.sample_mask, cols]).all(axis=0)).sum())
                 cleaned[:, cols] = clean(raw[:, cols], spec)
+            if n_bad == raw.shape[1]:
+                raise InputDataError(
+                    f'{Path(preproc_bold).name}: no finite voxel in the brain mask (every one '
+                    'holds NaN or infinite values); rerun fMRIPrep or restore the file'
+                )
+            if n_bad:
+                LOGGER.warning(
+                    '%s: %d of %d voxels in the brain mask hold NaN or infinite values; they '
+                    'are left out of the maps (NaN there)', spec.name, n_bad, raw.shape[1],
+                )  # fmt: skip
             cleaned.flush()
             del cleaned
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_syncact import __version__
+from bids_syncact.bids.io import remove_stale_temporaries
 from bids_syncact.cli.parser import (
     ANALYSIS_LEVELS,
     SyncActArgumentParser,
@@ -36,11 +37,13 @@ from bids_syncact.config import (
 )
 from bids_syncact.core.presets import check_cnn
 from bids_syncact.errors import (
+    DISK_ERRORS,
     AnalysisLevelError,
     ExitCode,
     MissingInputError,
     SyncActError,
     UsageError,
+    disk_error_message,
 )
 
 LOGGER = logging.getLogger('bids_syncact')
@@ -71,15 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f'{PROG}: interrupted', file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        where = _crash_report(config, err)
-        summary = ' '.join(str(err).split())[:300]
-        print(
-            f'{PROG}: processing failed ({type(err).__name__}: {summary}); the traceback is in '
-            f'{where}: please report it with that file',
-            file=sys.stderr,
-        )
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            return _crashed(config, err)
+        LOGGER.info('Cannot write', exc_info=True)
+        print(f'{PROG}: error: {disk_error_message(err)}', file=sys.stderr)
         return int(ExitCode.PROCESSING_FAILED)
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        return _crashed(config, err)
+
+
+def _crashed(config: Config | None, err: Exception) -> int:
+    where = _crash_report(config, err)
+    summary = ' '.join(str(err).split())[:300]
+    print(
+        f'{PROG}: processing failed ({type(err).__name__}: {summary}); the traceback is in '
+        f'{where}: please report it with that file',
+        file=sys.stderr,
+    )
+    return int(ExitCode.PROCESSING_FAILED)
 
 
 def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -> Config:
@@ -270,6 +283,9 @@ def run(config: Config) -> int:
             inputs.bids_database_dir, inputs.bids_dir, inputs.fmriprep_dir, '--bids-database-dir'
         )
     _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
+    _check_writable(config.output_dir)
+    for removed in remove_stale_temporaries(config.output_dir):
+        LOGGER.info('Removed %s, left by an interrupted run', removed)
     _private_caches(execution.work_dir)
     log_file = _log_to_file(execution.work_dir, execution.verbosity)
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
@@ -352,6 +368,20 @@ def _prepare_work_dir(work_dir: Path, *, clean: bool) -> None:
     except OSError as err:
         raise UsageError(
             f'cannot write the work dir {work_dir} ({err.strerror}): give a writable -w DIR'
+        ) from err
+
+
+def _check_writable(output_dir: Path) -> None:
+    """Refuse (exit 64), before any work, an OUTPUT_DIR that cannot take a file."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=output_dir, prefix='.bids-syncact-probe-')
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(
+            f'cannot write OUTPUT_DIR {output_dir} ({err.strerror}): choose a folder you can '
+            'write, or fix its permissions'
         ) from err
 
 

@@ -291,8 +291,10 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
     """Return the runs' cleaned arrays stacked in time, each column at unit L2 norm again.
 
     Every run enters with unit-norm columns, so each weighs the same; the stacked column is
-    scaled back to unit norm (by ``1/sqrt(n_runs)`` when no run is all-zero in it), which keeps
-    ``alpha`` independent of the number of runs (DESIGN.md 2.4). All-zero columns stay zero.
+    scaled back to unit norm (by ``1/sqrt(n_runs)``), which keeps ``alpha`` independent of the
+    number of runs (DESIGN.md 2.4). A column all-zero in any run (a voxel without signal there:
+    non-finite, constant, or explained by the confounds) is all-zero in the result: that voxel
+    is left out, not modelled from the runs where it had signal.
 
     Parameters
     ----------
@@ -305,10 +307,11 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
 
     Examples
     --------
-    >>> run = unit_norm(np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]))
-    >>> both = concatenate_runs([run, run])
+    >>> run = unit_norm(np.array([[1.0, 0.0, 1.0], [3.0, 0.0, 2.0], [2.0, 0.0, 4.0]]))
+    >>> silent = run * np.array([1.0, 1.0, 0.0], dtype=np.float32)
+    >>> both = concatenate_runs([run, silent])
     >>> both.shape, np.round(np.linalg.norm(both, axis=0), 6).tolist()
-    ((6, 2), [1.0, 0.0])
+    ((6, 3), [1.0, 0.0, 0.0])
     """
     if not runs:
         raise ValueError('no runs to concatenate')
@@ -316,6 +319,10 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
     if len(widths) != 1:
         raise ValueError(f'runs have different numbers of columns: {sorted(widths)}')
     stacked = np.vstack(runs).astype(np.float64)
+    silent = np.zeros(stacked.shape[1], dtype=bool)
+    for run in runs:
+        silent |= ~np.any(run, axis=0)
+    stacked[:, silent] = 0.0
     norm = _column_norms(stacked)
     stacked *= np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
     return stacked.astype(np.float32)

@@ -6,6 +6,7 @@ their ``ValueError`` into a refusal that names the run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -60,8 +61,8 @@ def acquisition_offset(metadata: Mapping[str, Any], t_r: float) -> tuple[float, 
     >>> acquisition_offset({}, 2.0)
     (1.0, 'default')
     """
-    if not t_r > 0:
-        raise ValueError(f'RepetitionTime must be positive, got {t_r!r}')
+    if not 0 < t_r < math.inf:
+        raise ValueError(f'RepetitionTime must be a positive number of seconds, got {t_r!r}')
     if metadata.get('VolumeTiming') is not None:
         raise ValueError(
             'VolumeTiming (sparse, non-uniform acquisition) is not supported: the filters need '
@@ -69,16 +70,16 @@ def acquisition_offset(metadata: Mapping[str, Any], t_r: float) -> tuple[float, 
         )
     start_time = metadata.get('StartTime')
     if metadata.get('SliceTimingCorrected') is True and start_time is not None:
-        return _within_tr(float(start_time), t_r, 'StartTime'), 'StartTime'
+        return _within_tr(_seconds(start_time, 'StartTime'), t_r, 'StartTime'), 'StartTime'
     delay = metadata.get('DelayTime')
     if delay is not None:
-        _within_tr(float(delay), t_r, 'DelayTime')
-        return (t_r - float(delay)) / 2.0, 'DelayTime'
+        delay_s = _within_tr(_seconds(delay, 'DelayTime'), t_r, 'DelayTime')
+        return (t_r - delay_s) / 2.0, 'DelayTime'
     slice_timing = metadata.get('SliceTiming')
     if slice_timing is not None and not isinstance(slice_timing, list | tuple):
         raise ValueError(f'SliceTiming must be a list of seconds, got {slice_timing!r}')
     if slice_timing:
-        times = np.asarray(slice_timing, dtype=float)
+        times = np.array([_seconds(t, 'SliceTiming') for t in slice_timing])
         if times.min() < 0 or times.max() >= t_r:
             raise ValueError(
                 f'SliceTiming spans {times.min():g}-{times.max():g} s, outside the TR of '
@@ -86,6 +87,13 @@ def acquisition_offset(metadata: Mapping[str, Any], t_r: float) -> tuple[float, 
             )
         return float(times.min() + times.max()) / 2.0, 'SliceTiming'
     return t_r / 2.0, 'default'
+
+
+def _seconds(value: Any, key: str) -> float:
+    """Return a sidecar value as finite seconds; anything else is a ValueError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f'{key} must be a number of seconds, got {value!r}')
+    return float(value)
 
 
 def _within_tr(value: float, t_r: float, key: str) -> float:

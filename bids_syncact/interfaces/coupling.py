@@ -163,6 +163,7 @@ class CoupleLayer(SimpleInterface):
                 tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
                 device=_solver_device(inputs.device), n_threads=inputs.n_threads,
             )  # fmt: skip
+        silent = _silent_voxels(S)
         del S
         if fit.seconds_per_null is not None:
             LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,
@@ -171,9 +172,11 @@ class CoupleLayer(SimpleInterface):
         sidecar = coef_sidecar(fit, specs, units=units, layer=inputs.layer,
                                settings=dict(inputs.sidecar),
                                sources=[*inputs.sources, *sync_sources])  # fmt: skip
+        sidecar['VoxelsWithoutSignal'] = int(silent.sum())
         maps, sidecars, stats = [], [], []
         for stat, data, extra in _stat_maps(fit, specs, inputs.n_nulls):
             maps.append(cwd / f'stat-{stat}.nii.gz')
+            data = np.where(silent[None, :], np.float32(np.nan), data)  # left out, as outside
             maps[-1].write_bytes(boldmap_bytes(data, mask, stat))
             sidecars.append(cwd / f'stat-{stat}.json')
             sidecars[-1].write_text(json.dumps(sidecar | extra, indent=2, default=str) + '\n')
@@ -248,6 +251,14 @@ def _read_sync_tables(
     return tables, [int(u) for u in units], sources
 
 
+def _silent_voxels(S: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Voxels whose stacked BOLD is all zeros: non-finite, constant or confound-explained."""
+    silent = np.empty(S.shape[1], dtype=bool)
+    for start in range(0, S.shape[1], chunk):
+        silent[start : start + chunk] = ~np.any(S[:, start : start + chunk], axis=0)
+    return silent
+
+
 def _solver_device(device: str) -> str:
     if device == 'cpu':
         return 'cpu'
@@ -306,6 +317,11 @@ def coef_sidecar(fit: LayerFit, specs, *, units, layer, settings, sources) -> di
             None if not np.isfinite(v) else float(v) for v in fit.variance_inflation
         ],
         'ZeroUnits': [int(u) for u, z in zip(units, fit.zero_units, strict=True) if z],
+        'VoxelsWithoutSignalDescription': (
+            'voxels of the brain mask left out (NaN in the maps, as outside the mask): NaN, '
+            'infinite or constant in the kept volumes of a run, or explained there by its '
+            'confounds'
+        ),
         'Runs': [s.name for s in specs],
         'NumberOfSamples': int(sum(s.n_kept for s in specs)),
         'SamplesPerRun': [s.n_kept for s in specs],

@@ -141,6 +141,10 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f'{cnn} {layer}: {len(high)} of {len(units)} units have a variance '
                         f'inflation above {VIF_LIMIT:g} (their maps depend on which other units '
                         'are in the dictionary).')  # fmt: skip
+    if meta.get('VoxelsWithoutSignal'):
+        warnings.append(f'{cnn} {layer}: {meta["VoxelsWithoutSignal"]} voxels of the brain mask '
+                        'had no usable signal (NaN, infinite or constant values) and were left '
+                        'out of the maps.')  # fmt: skip
     glass = []
     for k in np.argsort(-strength, kind='stable')[:N_STRONGEST]:
         if strength[k] > 0:

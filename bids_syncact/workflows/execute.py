@@ -6,6 +6,9 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 from nipype.pipeline import engine as pe
 from nipype.pipeline import plugins as nipype_plugins
+from nipype.pipeline.plugins.multiproc import MultiProcPlugin, process_initializer
 
 from bids_syncact import errors
 from bids_syncact.config import Config
@@ -63,8 +67,13 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
             ['bids_syncact.interfaces.stimulus']
         )
     before = set(crash_dir.glob('crash-*.txt'))
+    runner = InterruptibleMultiProcPlugin(plugin_args=args) if plugin == 'MultiProc' else None
     try:
-        workflow.run(plugin=plugin, plugin_args=args)
+        workflow.run(plugin=runner or plugin, plugin_args=args)
+    except KeyboardInterrupt:
+        if runner is not None:
+            runner.stop_workers()
+        raise
     except RuntimeError as err:
         nodes = [name.split('.')[-1] for name in workflow.list_node_names()]
         crashes = sorted(
@@ -73,6 +82,61 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
         )  # fmt: skip
         subjects = sorted({m.group(1) for m in map(_SUBJECT.search, nodes) if m})
         raise _failure(crashes, err, subjects, config.execution.stop_on_first_crash) from None
+
+
+class InterruptibleMultiProcPlugin(MultiProcPlugin):
+    """Nipype's MultiProc, whose workers leave Ctrl-C to the parent and stop when it says.
+
+    A terminal's Ctrl-C reaches every process of the foreground group. Nipype's workers would
+    each print a traceback, and the pool could hang; here they ignore SIGINT. The parent, on
+    its ``KeyboardInterrupt``, calls :meth:`stop_workers`: a worker's SIGTERM raises
+    ``SystemExit`` inside the node it runs, so the node unwinds (its temporary files removed, as
+    after any error) before the process ends.
+    """
+
+    def __init__(self, plugin_args: dict[str, Any] | None = None) -> None:
+        super().__init__(plugin_args=plugin_args)
+        self.pool.shutdown(wait=False)  # Nipype's: no worker started yet
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.processors,
+            initializer=_worker_initializer,
+            initargs=(self._cwd,),
+            mp_context=multiprocessing.get_context(self.plugin_args.get('mp_context')),
+        )
+
+    def stop_workers(self, timeout_s: float = 30.0) -> None:
+        """Stop every worker and the pool.
+
+        SIGTERM unwinds the node a worker runs; a second SIGTERM a moment later ends a worker
+        that went back to waiting for work; SIGKILL ends any left after ``timeout_s``.
+        """
+        workers = list((getattr(self.pool, '_processes', None) or {}).values())
+        for grace_s in (1.0, timeout_s):
+            for worker in workers:
+                if worker.is_alive():
+                    worker.terminate()
+            deadline = time.monotonic() + grace_s
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        # every worker is gone: the pool's manager thread notices and closes its queues, whose
+        # semaphores would otherwise be reported as leaked at exit
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_initializer(cwd: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _unwind)
+    process_initializer(cwd)
+
+
+def _unwind(signum: int, frame: object) -> None:
+    """Raise ``SystemExit`` once; a second SIGTERM ends the process outright."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise SystemExit(128 + signum)
 
 
 def plugin_settings(config: Config) -> tuple[str, dict[str, Any]]:
@@ -177,6 +241,7 @@ def _failure(
     failed = sorted({m.group(1) for m in matches if m})
     shared = not all(matches)  # a node of no one subject (the features of a stimulus) failed
     kind, message = _last_error(crashes[0])
+    message = errors.disk_advice(message)
     cls = getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.SyncActError)):
         cls, message = errors.SyncActError, f'{kind}: {message}'

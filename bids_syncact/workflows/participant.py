@@ -113,7 +113,8 @@ def write_reports(config: Config, plans: Sequence[RunPlan], *, best_effort: bool
 def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     """Refuse, before any work, inputs that denoising, coupling or annotation cannot use.
 
-    The reference networks are read once. Each run's confounds are loaded as its denoising
+    Every mask is read and every BOLD header, on one grid per subject and task. The reference
+    networks are read once. Each run's confounds are loaded as its denoising
     node will load them (degrees of freedom, columns, row count); per subject and task the kept
     samples must allow the cross-validation folds, and every run ``--n-nulls`` distinct shifts.
 
@@ -122,9 +123,7 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     InputDataError
         With the run and what to change.
     """
-    import nibabel as nib
-
-    from bids_syncact.bids.bold import clean_spec_for_run
+    from bids_syncact.bids.bold import check_run_images, clean_spec_for_run
     from bids_syncact.bids.discovery import by_subject_and_task
     from bids_syncact.bids.references import load_reference_networks
     from bids_syncact.core.fbn import sample_clock
@@ -132,9 +131,13 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     from bids_syncact.core.selection import blocked_folds
 
     coupling = config.coupling
-    # the reference networks, read once on the first run's grid: a bad name, file or TSV is
-    # refused here, not by every annotation node at the end
-    load_reference_networks(coupling.reference_networks, nib.load(plans[0].mask))
+    masks = {
+        key: check_run_images([p.preproc_bold for p in group], [p.mask for p in group])
+        for key, group in by_subject_and_task(plans).items()
+    }
+    # the reference networks, read once on the first grid: a bad name, file or TSV is refused
+    # here, not by every annotation node at the end
+    load_reference_networks(coupling.reference_networks, next(iter(masks.values())))
     for (subject, task), group in by_subject_and_task(plans).items():
         specs = [
             clean_spec_for_run(
