@@ -9,7 +9,7 @@ BIDS_VALIDATOR_NPM ?= bids-validator@1.15.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-integration lint format boutiques clean chromium
+.PHONY: install demo test test-integration lint format boutiques clean chromium slurm
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ test: lint
 $(NPM_PREFIX)/node_modules/.bin/bids-validator:
 	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --loglevel=error $(BIDS_VALIDATOR_NPM)
 
-test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator chromium
+test-integration: $(STAMP) $(NPM_PREFIX)/node_modules/.bin/bids-validator chromium slurm
 	PATH="$(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/pytest -m 'integration or slow'
 
 # Debian's chromium for the reports' browser test (playwright drives it; it downloads nothing).
@@ -49,6 +49,17 @@ chromium:
 			--no-install-recommends chromium; } || { \
 		echo "make: cannot install Debian's chromium (needs root or passwordless sudo):" \
 			"install it (apt-get install chromium), then rerun make test-integration" >&2; \
+		exit 1; }
+
+# Debian's SLURM and munge for the cluster test (tests/test_slurm.py starts its own daemons).
+slurm:
+	@{ command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo 'sudo -n' ); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends slurm-wlm munge; } || { \
+		echo "make: cannot install Debian's slurm-wlm and munge (needs root or passwordless" \
+			"sudo): install them, then rerun make test-integration" >&2; \
 		exit 1; }
 
 # boutiques.json is made from the argument parser; a test fails when it is stale.

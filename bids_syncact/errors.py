@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 64
     BAD_INPUT_DATA = 65
     MISSING_INPUT = 66
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class SyncActError(Exception):
@@ -76,12 +77,12 @@ EXIT_CODE_HELP = '\n'.join(
         (ExitCode.SUCCESS, 'success'),
         (
             ExitCode.PROCESSING_FAILED,
-            'a processing failure (traceback in the log of the work dir)',
+            'a processing failure (traceback in the log of the work dir), or a full disk',
         ),
         (ExitCode.BIDS_VALIDATION_FAILED, 'BIDS validation failed'),
         (ExitCode.UNKNOWN_ANALYSIS_LEVEL, 'unknown analysis level'),
         (ExitCode.NOTHING_SELECTED, 'the filters selected nothing'),
-        (ExitCode.USAGE, 'bad usage (options, or a stage not built yet)'),
+        (ExitCode.USAGE, 'bad usage (options, an OUTPUT_DIR or -w that cannot be written)'),
         (
             ExitCode.BAD_INPUT_DATA,
             (
@@ -96,6 +97,7 @@ EXIT_CODE_HELP = '\n'.join(
                 'participant not found)'
             ),
         ),
+        (ExitCode.INTERRUPTED, 'interrupted (Ctrl-C); a rerun resumes from the work dir'),
     ]
 )
 

@@ -8,6 +8,7 @@ locations, then runs the requested level. Every refusal is one line on stderr wi
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(err.exit_code)
     except KeyboardInterrupt:
         print(f'{PROG}: interrupted', file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except OSError as err:
         if err.errno not in DISK_ERRORS:
             return _crashed(config, err)
@@ -372,17 +373,29 @@ def _prepare_work_dir(work_dir: Path, *, clean: bool) -> None:
 
 
 def _check_writable(output_dir: Path) -> None:
-    """Refuse (exit 64), before any work, an OUTPUT_DIR that cannot take a file."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=output_dir, prefix='.bids-syncact-probe-')
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
+    """Refuse (exit 64), before any work, an OUTPUT_DIR that cannot be written or made.
+
+    Nothing is created: the folder, or its nearest existing parent, is asked (``access(2)``,
+    which also answers for read-only mounts).
+    """
+    existing = output_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = 'not a folder' if not existing.is_dir() else _access_error(existing)
         raise UsageError(
-            f'cannot write OUTPUT_DIR {output_dir} ({err.strerror}): choose a folder you can '
-            'write, or fix its permissions'
-        ) from err
+            f'cannot write OUTPUT_DIR {output_dir} ({why}): choose a folder you can write, or '
+            'fix its permissions'
+        )
+
+
+def _access_error(folder: Path) -> str:
+    """Return why ``folder`` cannot be written, in the system's words."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
 def _private_caches(work_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import multiprocessing
 import os
@@ -26,6 +27,8 @@ LOGGER = logging.getLogger('bids_syncact.execute')
 _SUBJECT = re.compile(r'__sub([A-Za-z0-9]+)(?:-|$)')
 #: The plugins that run nodes in a pool of local processes, sized by ``n_procs``.
 _LOCAL_POOLS = ('MultiProc', 'LegacyMultiProc')
+#: The plugins that run nodes on this machine, without a queue.
+_IN_PROCESS = (*_LOCAL_POOLS, 'Linear')
 _ERROR_LINE = re.compile(r'^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$')
 
 
@@ -42,6 +45,10 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
         one of ours (a corrupt movie stays exit 65), else exit 1. Crash files are named in the
         log.
     """
+    plugin, args = plugin_settings(config)
+    if plugin not in _IN_PROCESS:
+        # Nipype's batch plugins (SLURM, SGE, ...) name jobs after $LOGNAME, unset in containers
+        os.environ.setdefault('LOGNAME', getpass.getuser())
     crash_dir = config.execution.work_dir / 'logs' / 'nipype'
     crash_dir.mkdir(parents=True, exist_ok=True)
     workflow.config['execution'] = {
@@ -49,7 +56,8 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
         'crashfile_format': 'txt',
         'remove_unnecessary_outputs': False,
         'stop_on_first_crash': config.execution.stop_on_first_crash,
-        'poll_sleep_duration': 0.2,
+        # a local pool answers at once; a cluster's queue is asked once per pending job
+        'poll_sleep_duration': 0.2 if plugin in _IN_PROCESS else 2.0,
     }
     level = 'INFO' if config.execution.verbosity else 'WARNING'
     nipype_config.update_config({'logging': {
@@ -60,7 +68,6 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     }})  # fmt: skip
     nipype_logging.update_logging(nipype_config)
     _route_nipype_logs(config.execution.verbosity)
-    plugin, args = plugin_settings(config)
     if plugin == 'MultiProc' and args.get('mp_context') == 'forkserver':
         # workers fork from a server that imported torch once, unused
         multiprocessing.get_context('forkserver').set_forkserver_preload(
