@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ LOGGER = logging.getLogger('bids_syncact.execute')
 _SUBJECT = re.compile(r'__sub([A-Za-z0-9]+)(?:-|$)')
 #: The plugins that run nodes in a pool of local processes, sized by ``n_procs``.
 _LOCAL_POOLS = ('MultiProc', 'LegacyMultiProc')
+_TRACKER_WARNINGS = 'ignore::UserWarning:multiprocessing.resource_tracker'
 #: The plugins that run nodes on this machine, without a queue.
 _IN_PROCESS = (*_LOCAL_POOLS, 'Linear')
 _ERROR_LINE = re.compile(r'^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$')
@@ -68,6 +70,11 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     }})  # fmt: skip
     nipype_logging.update_logging(nipype_config)
     _route_nipype_logs(config.execution.verbosity)
+    # A worker killed mid-node leaves its semaphores to multiprocessing's resource tracker,
+    # which unlinks them and warns on stderr after an interrupt; the tracker takes its warning
+    # filters from these options when it starts.
+    if _TRACKER_WARNINGS not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_WARNINGS)
     if plugin == 'MultiProc' and args.get('mp_context') == 'forkserver':
         # workers fork from a server that imported torch once, unused
         multiprocessing.get_context('forkserver').set_forkserver_preload(
