@@ -51,16 +51,18 @@ chromium:
 			"install it (apt-get install chromium), then rerun make test-integration" >&2; \
 		exit 1; }
 
-# Debian's SLURM and munge for the cluster test (tests/test_slurm.py starts its own daemons).
+# Debian's SLURM and munge for the cluster test (tests/test_slurm.py starts its own daemons,
+# as root; without root the test is skipped, so a failed install only warns, except in CI).
 slurm:
-	@{ command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null || { \
+	@PATH="$$PATH:/usr/sbin:/sbin"; \
+	{ command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo 'sudo -n' ); \
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends slurm-wlm munge; } || { \
 		echo "make: cannot install Debian's slurm-wlm and munge (needs root or passwordless" \
-			"sudo): install them, then rerun make test-integration" >&2; \
-		exit 1; }
+			"sudo): the SLURM test will be skipped" >&2; \
+		[ "$$CI" != true ]; }
 
 # boutiques.json is made from the argument parser; a test fails when it is stale.
 boutiques: $(STAMP)

@@ -265,3 +265,15 @@ def test_a_refusal_before_any_work_writes_nothing(cli, dataset, tmp_path):
     out = tmp_path / 'out'
     assert cli(dataset, out, 'participant').code == 66
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize('kind', ['file', 'dangling link'])
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(cli, dataset, tmp_path,
+                                                                         kind):  # fmt: skip
+    out = tmp_path / 'out'
+    if kind == 'file':
+        out.write_text('not a folder')
+    else:
+        out.symlink_to(tmp_path / 'nowhere')
+    _refused(cli, dataset, out, 64, f'cannot write OUTPUT_DIR {out}')
+    assert not (tmp_path / 'work').exists()  # refused before the work dir was made

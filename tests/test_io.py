@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,39 +11,56 @@ import pytest
 from bids_syncact.bids import io
 
 
-def _dead_pid() -> int:
-    proc = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return int(proc.stdout)
+def _temporary(folder: Path, name: str, age_s: float) -> Path:
+    path = folder / f'.{name}.k2j4_x9a{io._SUFFIX}'
+    path.write_text('partial')
+    os.utime(path, (path.stat().st_atime - age_s, path.stat().st_mtime - age_s))
+    return path
 
 
-def test_only_temporaries_of_dead_processes_of_this_host_are_removed(tmp_path):
+def test_only_unlocked_old_temporaries_are_removed(tmp_path):
     folder = tmp_path / 'sub-01' / 'func'
     folder.mkdir(parents=True)
-    dead = folder / f'.x_boldmap.nii.gz.{io._HOST}-{_dead_pid()}.ab_12cd3.tmp'
-    alive = folder / f'.x_boldmap.nii.gz.{io._HOST}-{os.getpid()}.ab_12cd3.tmp'
-    elsewhere = folder / f'.x_boldmap.nii.gz.node7-{_dead_pid()}.ab_12cd3.tmp'
+    dead = _temporary(folder, 'a_boldmap.nii.gz', 3600)
+    writing = _temporary(folder, 'b_boldmap.nii.gz', 3600)
+    young = _temporary(folder, 'c_boldmap.nii.gz', 0)  # between its creation and its lock
     mine = folder / '.my_notes.tmp'  # not ours: never touched
-    for path in (dead, alive, elsewhere, mine):
-        path.write_text('partial')
-    assert io.remove_stale_temporaries(tmp_path) == [dead]
+    mine.write_text('notes')
+    with open(writing, 'rb') as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live writer, in this or any other process
+        assert io.remove_stale_temporaries(tmp_path) == [dead]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        p.name for p in (alive, elsewhere, mine))  # fmt: skip
+        p.name for p in (writing, young, mine))  # fmt: skip
+
+
+def test_a_temporary_being_written_is_locked(tmp_path):
+    with io.replacing(tmp_path / 'x.tsv') as tmp:
+        os.utime(tmp, (0, 0))  # as old as can be, yet its writer is alive
+        assert io.remove_stale_temporaries(tmp_path) == []
+        Path(tmp).write_text('whole')
+    assert (tmp_path / 'x.tsv').read_text() == 'whole'
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / 'table.tsv'
     target.write_text('old')
-    names = []
 
     def interrupted_write() -> None:
         with io.replacing(target) as tmp:
-            names.append(os.path.basename(tmp))
             Path(tmp).write_text('half')
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         interrupted_write()
-    assert io._TEMPORARY.match(names[0])
     assert target.read_text() == 'old'
     assert [p.name for p in tmp_path.iterdir()] == ['table.tsv']
+
+
+def test_a_disk_error_names_the_file_being_written(tmp_path):
+    def full_disk() -> None:
+        with io.replacing(tmp_path / 'map.nii.gz'):
+            raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OSError, match='No space left') as raised:
+        full_disk()
+    assert raised.value.filename == str(tmp_path / 'map.nii.gz')

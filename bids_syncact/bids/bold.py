@@ -20,7 +20,7 @@ from nilearn.interfaces.fmriprep import load_confounds_strategy
 from nilearn.interfaces.fmriprep.load_confounds_utils import get_confounds_file
 from nilearn.masking import intersect_masks
 
-from bids_syncact.bids.io import replacing
+from bids_syncact.bids.io import allocate, replacing
 from bids_syncact.core.denoise import CleanSpec, sample_mask_for
 from bids_syncact.errors import InputDataError
 
@@ -267,6 +267,7 @@ def bold_to_memmap(
             data = np.lib.format.open_memmap(
                 tmp, mode='w+', dtype=np.float32, shape=(n_vols, int(inside.sum()))
             )
+            allocate(tmp)
             for index in range(n_vols):
                 try:
                     volume = np.asarray(img.dataobj[..., index], dtype=np.float32)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
-import re
-import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-#: This host, as it appears in temporary file names (no dots: they separate the fields).
-_HOST = re.sub(r'[^A-Za-z0-9_-]', '_', socket.gethostname()) or 'host'
-_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$')
+#: Suffix of the temporary files of :func:`replacing`.
+_SUFFIX = '.syncact.tmp'
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -56,7 +56,9 @@ def replacing(path: Path) -> Iterator[str]:
     """Yield a temporary file name beside ``path``, moved onto ``path`` when the block succeeds.
 
     The file gets the permissions a plain ``open`` would give; on any error (Ctrl-C included)
-    it is removed and ``path`` is left as it was.
+    it is removed and ``path`` is left as it was. While the block runs, the temporary file is
+    locked (``flock``), which tells :func:`remove_stale_temporaries` that its writer is alive.
+    An error of the disk (full, read-only) names ``path``.
 
     Examples
     --------
@@ -69,29 +71,51 @@ def replacing(path: Path) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f'.{path.name}.{_HOST}-{os.getpid()}.', suffix='.tmp'
-    )
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=_SUFFIX)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
+    finally:
+        os.close(fd)
 
 
-def remove_stale_temporaries(root: Path) -> list[Path]:
-    """Remove the temporary files of :func:`replacing` whose process died (SIGKILL, power loss).
+def allocate(path: str | Path) -> None:
+    """Reserve the disk blocks of a file made sparse (a new memmap), or raise ENOSPC now.
 
-    A temporary file names its host and process id; only files of this host whose process is
-    gone are removed, so a job running at the same time on the same folder keeps its own.
+    Writing through a memmap into a full disk kills the process (SIGBUS); reserving the
+    blocks first turns that into an :class:`OSError` naming the file.
+    """
+    with open(path, 'r+b') as stream:
+        size = os.fstat(stream.fileno()).st_size
+        try:
+            os.posix_fallocate(stream.fileno(), 0, size)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+                return
+            raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def remove_stale_temporaries(root: Path, min_age_s: float = 60.0) -> list[Path]:
+    """Remove the temporary files of :func:`replacing` whose writer died (SIGKILL, power loss).
+
+    A writer holds a lock on its temporary file until it is moved into place; a file that can
+    be locked, and is older than ``min_age_s`` (the moment between its creation and its lock),
+    has no writer left. A job running at the same time on the same folder keeps its own,
+    whatever host or container it runs in.
 
     Parameters
     ----------
     root : Path
         Folder searched recursively (OUTPUT_DIR); a missing one holds nothing.
+    min_age_s : float
+        Files modified more recently are left alone.
 
     Returns
     -------
@@ -99,22 +123,24 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
         The files removed.
     """
     removed = []
-    for tmp in Path(root).rglob('.*.tmp') if Path(root).is_dir() else ():
-        match = _TEMPORARY.match(tmp.name)
-        if match and match['host'] == _HOST and not _alive(int(match['pid'])):
+    now = time.time()
+    for tmp in Path(root).rglob(f'.*{_SUFFIX}') if Path(root).is_dir() else ():
+        try:
+            if now - tmp.stat().st_mtime < min_age_s:
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # locked: its writer is alive
+        else:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
+        finally:
+            os.close(fd)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _holds(path: Path, data: bytes) -> bool:

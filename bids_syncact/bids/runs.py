@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_syncact.bids.bold import bold_to_memmap, iter_voxel_chunks
-from bids_syncact.bids.io import replacing
+from bids_syncact.bids.io import allocate, replacing
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
 from bids_syncact.errors import InputDataError
 
@@ -89,6 +89,7 @@ def clean_bold(
             cleaned = np.lib.format.open_memmap(
                 tmp, mode='w+', dtype=np.float32, shape=(spec.n_kept, raw.shape[1])
             )
+            allocate(tmp)
             n_bad = 0
             for cols in iter_voxel_chunks(raw.shape[1], chunk):
                 n_bad += int((~np.isfinite(raw[spec.sample_mask, cols]).all(axis=0)).sum())
@@ -114,7 +115,8 @@ def clean_bold(
 def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUNK) -> np.memmap:
     """Return the runs' cleaned arrays stacked in time, columns at unit norm again.
 
-    :func:`~bids_syncact.core.denoise.concatenate_runs`, chunk by chunk of voxels.
+    :func:`~bids_syncact.core.denoise.concatenate_runs`, chunk by chunk of voxels; a voxel
+    without signal in one run is left out of all (all-zero).
 
     Returns
     -------
@@ -129,8 +131,9 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
         out = np.lib.format.open_memmap(
             tmp, mode='w+', dtype=np.float32, shape=(sum(len(r) for r in runs), n_voxels)
         )
+        allocate(tmp)
         for cols in iter_voxel_chunks(n_voxels, chunk):
-            out[:, cols] = concatenate_runs([run[:, cols] for run in runs])
+            out[:, cols] = concatenate_runs([run[:, cols] for run in runs], drop_silent=True)
         out.flush()
         del out
     del runs

@@ -283,12 +283,12 @@ def run(config: Config) -> int:
         check_output_location(
             inputs.bids_database_dir, inputs.bids_dir, inputs.fmriprep_dir, '--bids-database-dir'
         )
-    _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
     _check_writable(config.output_dir)
-    for removed in remove_stale_temporaries(config.output_dir):
-        LOGGER.info('Removed %s, left by an interrupted run', removed)
+    _prepare_work_dir(execution.work_dir, clean=execution.clean_workdir)
     _private_caches(execution.work_dir)
     log_file = _log_to_file(execution.work_dir, execution.verbosity)
+    for removed in remove_stale_temporaries(config.output_dir):
+        LOGGER.info('Removed %s, left by an interrupted run', removed)
     LOGGER.info('bids-syncact %s; log: %s', __version__, log_file)
     LOGGER.debug('Configuration:\n%s', config.to_json())
 
@@ -379,14 +379,21 @@ def _check_writable(output_dir: Path) -> None:
     which also answers for read-only mounts).
     """
     existing = output_dir.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = 'not a folder' if not existing.is_dir() else _access_error(existing)
+    try:
+        while not existing.exists() and existing != existing.parent:
+            if existing.is_symlink():  # dangling: mkdir would fail on it
+                raise NotADirectoryError(errno.ENOTDIR, 'a link to nothing', str(existing))
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, 'not a folder', str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, _access_error(existing), str(existing))
+    except OSError as err:
+        where = '' if err.filename in (None, str(output_dir)) else f' at {err.filename}'
         raise UsageError(
-            f'cannot write OUTPUT_DIR {output_dir} ({why}): choose a folder you can write, or '
-            'fix its permissions'
-        )
+            f'cannot write OUTPUT_DIR {output_dir} ({err.strerror}{where}): choose a folder you '
+            'can write, or fix its permissions'
+        ) from None
 
 
 def _access_error(folder: Path) -> str:

@@ -287,19 +287,22 @@ def _column_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum('ij,ij->j', x, x))
 
 
-def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
+def concatenate_runs(runs: Sequence[np.ndarray], *, drop_silent: bool = False) -> np.ndarray:
     """Return the runs' cleaned arrays stacked in time, each column at unit L2 norm again.
 
     Every run enters with unit-norm columns, so each weighs the same; the stacked column is
     scaled back to unit norm (by ``1/sqrt(n_runs)``), which keeps ``alpha`` independent of the
-    number of runs (DESIGN.md 2.4). A column all-zero in any run (a voxel without signal there:
-    non-finite, constant, or explained by the confounds) is all-zero in the result: that voxel
-    is left out, not modelled from the runs where it had signal.
+    number of runs (DESIGN.md 2.4). With ``drop_silent`` (the BOLD), a column all-zero in any
+    run (a voxel without signal there: non-finite, constant, or explained by the confounds) is
+    all-zero in the result: that voxel is left out, not modelled from the runs where it had
+    signal. Without it (the dictionary), such a column keeps the runs where it is not zero.
 
     Parameters
     ----------
     runs : sequence of ndarray of shape (n_kept_r, n_cols)
         One cleaned array per run (see :func:`clean`), in run order, with the same columns.
+    drop_silent : bool
+        Zero a column everywhere when it is all-zero in one run.
 
     Returns
     -------
@@ -309,9 +312,11 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
     --------
     >>> run = unit_norm(np.array([[1.0, 0.0, 1.0], [3.0, 0.0, 2.0], [2.0, 0.0, 4.0]]))
     >>> silent = run * np.array([1.0, 1.0, 0.0], dtype=np.float32)
-    >>> both = concatenate_runs([run, silent])
+    >>> both = concatenate_runs([run, silent], drop_silent=True)
     >>> both.shape, np.round(np.linalg.norm(both, axis=0), 6).tolist()
     ((6, 3), [1.0, 0.0, 0.0])
+    >>> np.round(np.linalg.norm(concatenate_runs([run, silent]), axis=0), 6).tolist()
+    [1.0, 0.0, 1.0]
     """
     if not runs:
         raise ValueError('no runs to concatenate')
@@ -319,10 +324,11 @@ def concatenate_runs(runs: Sequence[np.ndarray]) -> np.ndarray:
     if len(widths) != 1:
         raise ValueError(f'runs have different numbers of columns: {sorted(widths)}')
     stacked = np.vstack(runs).astype(np.float64)
-    silent = np.zeros(stacked.shape[1], dtype=bool)
-    for run in runs:
-        silent |= ~np.any(run, axis=0)
-    stacked[:, silent] = 0.0
+    if drop_silent:
+        silent = np.zeros(stacked.shape[1], dtype=bool)
+        for run in runs:
+            silent |= ~np.any(run, axis=0)
+        stacked[:, silent] = 0.0
     norm = _column_norms(stacked)
     stacked *= np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
     return stacked.astype(np.float32)

@@ -54,9 +54,10 @@ class AnnotateLayer(SimpleInterface):
         inputs = self.inputs
         coef = inputs.stats.index('coef')
         mask_img = nib.load(inputs.mask_file)
-        inside = np.asarray(mask_img.dataobj) > 0
-        maps = np.asarray(nib.load(inputs.map_files[coef]).dataobj, dtype=np.float32)[inside]
-        maps = np.nan_to_num(maps, nan=0.0)  # voxels left out for lack of signal
+        data = np.asarray(nib.load(inputs.map_files[coef]).dataobj, dtype=np.float32)
+        # voxels left out for lack of signal (NaN) are outside, as for the group's mask
+        inside = (np.asarray(mask_img.dataobj) > 0) & np.isfinite(data).all(axis=-1)
+        maps = data[inside]
         reference = load_reference_networks(inputs.reference_networks, mask_img, mask=inside)
         networks = reference.in_mask(inside)
         annotations = [annotate(maps[:, k], networks, reference.names)

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 from nipype.pipeline import engine as pe
 from nipype.pipeline import plugins as nipype_plugins
-from nipype.pipeline.plugins.multiproc import MultiProcPlugin, process_initializer
+from nipype.pipeline.plugins.multiproc import MultiProcPlugin, process_initializer, run_node
 
 from bids_syncact import errors
 from bids_syncact.config import Config
@@ -50,7 +51,7 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     plugin, args = plugin_settings(config)
     if plugin not in _IN_PROCESS:
         # Nipype's batch plugins (SLURM, SGE, ...) name jobs after $LOGNAME, unset in containers
-        os.environ.setdefault('LOGNAME', getpass.getuser())
+        os.environ.setdefault('LOGNAME', _user())
     crash_dir = config.execution.work_dir / 'logs' / 'nipype'
     crash_dir.mkdir(parents=True, exist_ok=True)
     workflow.config['execution'] = {
@@ -87,6 +88,8 @@ def run_workflow(workflow: pe.Workflow, config: Config) -> None:
     except KeyboardInterrupt:
         if runner is not None:
             runner.stop_workers()
+        for partial in config.execution.work_dir.rglob('*.pklz.tmp'):  # Nipype's, cut short
+            partial.unlink(missing_ok=True)
         raise
     except RuntimeError as err:
         nodes = [name.split('.')[-1] for name in workflow.list_node_names()]
@@ -103,9 +106,11 @@ class InterruptibleMultiProcPlugin(MultiProcPlugin):
 
     A terminal's Ctrl-C reaches every process of the foreground group. Nipype's workers would
     each print a traceback, and the pool could hang; here they ignore SIGINT. The parent, on
-    its ``KeyboardInterrupt``, calls :meth:`stop_workers`: a worker's SIGTERM raises
-    ``SystemExit`` inside the node it runs, so the node unwinds (its temporary files removed, as
-    after any error) before the process ends.
+    its ``KeyboardInterrupt``, calls :meth:`stop_workers`. A worker's first SIGTERM (from the
+    parent, or from a cluster ending the job) raises ``SystemExit`` inside the node it runs,
+    so the node unwinds (its temporary files removed, as after any error); later ones are
+    ignored while it does, and the worker then ends instead of taking more work. A task whose
+    worker died (SIGKILL, out of memory) fails like a crashed node instead of being waited for.
     """
 
     def __init__(self, plugin_args: dict[str, Any] | None = None) -> None:
@@ -118,27 +123,51 @@ class InterruptibleMultiProcPlugin(MultiProcPlugin):
             mp_context=multiprocessing.get_context(self.plugin_args.get('mp_context')),
         )
 
-    def stop_workers(self, timeout_s: float = 30.0) -> None:
-        """Stop every worker and the pool.
+    def _submit_job(self, node: Any, updatehash: bool = False) -> int:
+        # Nipype's, with _run_node for run_node
+        self._taskid += 1
+        if getattr(node.interface, 'terminal_output', '') == 'stream':
+            node.interface.terminal_output = 'allatonce'
+        future = self.pool.submit(_run_node, node, updatehash, self._taskid)
+        future.add_done_callback(self._async_callback)
+        self._task_obj[self._taskid] = future
+        return self._taskid
 
-        SIGTERM unwinds the node a worker runs; a second SIGTERM a moment later ends a worker
-        that went back to waiting for work; SIGKILL ends any left after ``timeout_s``.
+    def _async_callback(self, future: Any) -> None:
+        try:
+            super()._async_callback(future)
+        except BaseException as err:  # noqa: BLE001 - the pool broke: the task failed
+            taskid = next((t for t, f in self._task_obj.items() if f is future), None)
+            if taskid is not None:
+                self._taskresult[taskid] = {
+                    'result': None, 'taskid': taskid,
+                    'traceback': traceback.format_exception(err),
+                }  # fmt: skip
+
+    def stop_workers(self, timeout_s: float = 30.0) -> None:
+        """Stop every worker (SIGTERM; SIGKILL after ``timeout_s``), then the pool.
+
+        A second Ctrl-C while they stop is ignored: the stop is what it would ask for.
         """
-        workers = list((getattr(self.pool, '_processes', None) or {}).values())
-        for grace_s in (1.0, timeout_s):
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            workers = list((getattr(self.pool, '_processes', None) or {}).values())
             for worker in workers:
                 if worker.is_alive():
                     worker.terminate()
-            deadline = time.monotonic() + grace_s
+            deadline = time.monotonic() + timeout_s
             for worker in workers:
                 worker.join(max(0.0, deadline - time.monotonic()))
-        for worker in workers:
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        # every worker is gone: the pool's manager thread notices and closes its queues, whose
-        # semaphores would otherwise be reported as leaked at exit
-        self.pool.shutdown(wait=True, cancel_futures=True)
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+#: Set in a worker by its first SIGTERM: end after the node unwinds.
+_STOPPING = False
 
 
 def _worker_initializer(cwd: str) -> None:
@@ -148,9 +177,26 @@ def _worker_initializer(cwd: str) -> None:
 
 
 def _unwind(signum: int, frame: object) -> None:
-    """Raise ``SystemExit`` once; a second SIGTERM ends the process outright."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """Raise ``SystemExit`` in what the worker runs, once; ignore later SIGTERMs."""
+    global _STOPPING
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _STOPPING = True
     raise SystemExit(128 + signum)
+
+
+def _run_node(node: Any, updatehash: bool, taskid: int) -> dict[str, Any]:
+    """Nipype's ``run_node``; a worker told to stop ends once the node has unwound."""
+    result = run_node(node, updatehash, taskid)
+    if _STOPPING:  # Nipype caught the SystemExit: do not go back for more work
+        os._exit(128 + signal.SIGTERM)
+    return result
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (docker run -u)
+        return str(os.getuid())
 
 
 def plugin_settings(config: Config) -> tuple[str, dict[str, Any]]:
