@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -133,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data', type=Path, default=Path('.cache/bench-hcp7t'))
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results_hcp7t.json'))
+    parser.add_argument('--timeout-s', type=float, default=None, help='stop the run then')
     args = parser.parse_args()
     started = time.time()
     bids = make_subject(args.data)
@@ -143,10 +145,15 @@ def main() -> None:
     command = [str(Path(sys.executable).parent / 'bids-syncact'), str(bids), str(out),
                'participant', '-w', str(work), *ARGS]  # fmt: skip
     started = time.time()
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     sampler = TreeSampler(proc.pid)
     sampler.start()
-    _, err = proc.communicate()
+    try:
+        _, err = proc.communicate(timeout=args.timeout_s)
+    except subprocess.TimeoutExpired:  # report the stages that finished
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate()
+        err += f'\nstopped after --timeout-s {args.timeout_s:g}'
     wall_s = time.time() - started
     sampler.stop.set()
     sampler.join()
@@ -173,6 +180,7 @@ def main() -> None:
         },
         'command': ' '.join(['bids-syncact', 'BIDS', 'OUT', 'participant', *ARGS]),
         'exit_code': proc.returncode,
+        'completed': proc.returncode == 0,
         'stderr_tail': err.strip().splitlines()[-3:],
         'generation_seconds': round(generation_s, 1),
         'wall_seconds': round(wall_s, 1),

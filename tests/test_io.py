@@ -6,6 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bids_syncact.bids import io
@@ -64,3 +65,27 @@ def test_a_disk_error_names_the_file_being_written(tmp_path):
     with pytest.raises(OSError, match='No space left') as raised:
         full_disk()
     assert raised.value.filename == str(tmp_path / 'map.nii.gz')
+
+
+def test_a_paged_array_reads_what_the_file_holds(tmp_path, rng):
+    data = rng.standard_normal((30, 5000)).astype(np.float32)
+    np.save(tmp_path / 'S.npy', data)
+    paged = io.PagedArray(tmp_path / 'S.npy')
+    assert (paged.shape, paged.ndim, paged.dtype, len(paged)) == (data.shape, 2, data.dtype, 30)
+    np.testing.assert_array_equal(paged[:, 4090:4100], data[:, 4090:4100])
+    np.testing.assert_array_equal(paged[:, 4090:4100], data[:, 4090:4100])  # after a release
+    voxels = np.array([3, 17, 4999])
+    np.testing.assert_array_equal(paged[:, voxels], data[:, voxels])
+
+
+def test_released_pages_of_a_written_memmap_reach_the_file(tmp_path):
+    out = np.lib.format.open_memmap(tmp_path / 'out.npy', mode='w+', dtype=np.float32,
+                                    shape=(4, 3000))  # fmt: skip
+    out[:, :1500] = 1.0
+    io.release_pages(out)
+    out[:, 1500:] = 2.0
+    io.release_pages(out)
+    del out
+    back = np.load(tmp_path / 'out.npy')
+    assert (back[:, :1500] == 1).all()
+    assert (back[:, 1500:] == 2).all()

@@ -20,7 +20,7 @@ from nilearn.interfaces.fmriprep import load_confounds_strategy
 from nilearn.interfaces.fmriprep.load_confounds_utils import get_confounds_file
 from nilearn.masking import intersect_masks
 
-from bids_syncact.bids.io import allocate, replacing
+from bids_syncact.bids.io import allocate, release_pages, replacing
 from bids_syncact.core.denoise import CleanSpec, sample_mask_for
 from bids_syncact.errors import InputDataError
 
@@ -280,6 +280,8 @@ def bold_to_memmap(
                     smoothed = smooth_img(nib.Nifti1Image(volume, img.affine), smoothing_fwhm)
                     volume = np.asarray(smoothed.dataobj, dtype=np.float32)
                 data[index] = volume[inside]
+                if index % 64 == 63:
+                    release_pages(data)
             data.flush()
             del data
     finally:

@@ -6,12 +6,15 @@ import contextlib
 import errno
 import fcntl
 import json
+import mmap
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: Suffix of the temporary files of :func:`replacing`.
 _SUFFIX = '.syncact.tmp'
@@ -84,6 +87,44 @@ def replacing(path: Path) -> Iterator[str]:
         raise
     finally:
         os.close(fd)
+
+
+class PagedArray:
+    """A read-only ``.npy`` file read in slices, its pages handed back after each one.
+
+    A memmap read chunk by chunk keeps every page it touched resident in the process (RSS)
+    until it is closed: a 3.4 GB stacked BOLD read once becomes 3.4 GB of RSS in each node
+    reading it. Each read here copies the slice out and advises the kernel that the mapping is
+    no longer needed, so a node holds one slice at a time (the file stays in the page cache,
+    shared and reclaimable). Supports what the solver asks of ``S``: ``shape``, ``ndim``,
+    ``dtype``, ``len`` and ``[...]`` (slices or index arrays).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._memmap = np.load(path, mmap_mode='r')
+        self.shape, self.ndim, self.dtype = (
+            self._memmap.shape,
+            self._memmap.ndim,
+            self._memmap.dtype,
+        )
+
+    def __len__(self) -> int:
+        return len(self._memmap)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        out = np.array(self._memmap[key])
+        release_pages(self._memmap)
+        return out
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Hand back the pages a memmap holds (written ones reach the file first); else nothing."""
+    mapped = getattr(array, '_mmap', None)
+    if mapped is None:
+        return
+    if isinstance(array, np.memmap) and array.mode != 'r':
+        array.flush()
+    mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def allocate(path: str | Path) -> None:

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_syncact.bids.bold import bold_to_memmap, iter_voxel_chunks
-from bids_syncact.bids.io import allocate, replacing
+from bids_syncact.bids.io import PagedArray, allocate, release_pages, replacing
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
 from bids_syncact.errors import InputDataError
 
@@ -92,8 +92,11 @@ def clean_bold(
             allocate(tmp)
             n_bad = 0
             for cols in iter_voxel_chunks(raw.shape[1], chunk):
-                n_bad += int((~np.isfinite(raw[spec.sample_mask, cols]).all(axis=0)).sum())
-                cleaned[:, cols] = clean(raw[:, cols], spec)
+                signals = np.array(raw[:, cols])
+                n_bad += int((~np.isfinite(signals[spec.sample_mask]).all(axis=0)).sum())
+                cleaned[:, cols] = clean(signals, spec)
+                release_pages(raw)  # one chunk resident at a time
+                release_pages(cleaned)
             if n_bad == raw.shape[1]:
                 raise InputDataError(
                     f'{Path(preproc_bold).name}: no finite voxel in the brain mask (every one '
@@ -122,7 +125,7 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
     -------
     np.memmap of shape (sum of n_kept, n_voxels), float32
     """
-    runs = [np.load(path, mmap_mode='r') for path in paths]
+    runs = [PagedArray(path) for path in paths]
     widths = {run.shape[1] for run in runs}
     if len(widths) != 1:
         raise ValueError(f'runs of different voxel counts: {sorted(widths)}')
@@ -134,6 +137,7 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
         allocate(tmp)
         for cols in iter_voxel_chunks(n_voxels, chunk):
             out[:, cols] = concatenate_runs([run[:, cols] for run in runs], drop_silent=True)
+            release_pages(out)
         out.flush()
         del out
     del runs

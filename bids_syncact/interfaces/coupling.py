@@ -26,6 +26,7 @@ from nipype.interfaces.base import (
 from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import TIME_COLUMN, sidecar_path
+from bids_syncact.bids.io import PagedArray
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
 from bids_syncact.core.fbn import LayerFit, fit_layer
 from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
@@ -156,7 +157,7 @@ class CoupleLayer(SimpleInterface):
             Path(inputs.output_dir),
         )  # fmt: skip
         specs = [load_clean_spec(Path(p)) for p in inputs.spec_files]
-        S = np.load(inputs.stacked_file, mmap_mode='r')
+        S = PagedArray(inputs.stacked_file)  # read in voxel chunks, one resident at a time
         with limited_threads(inputs.n_threads) as threads:
             record_threads(cwd, threads)
             fit = fit_layer(
