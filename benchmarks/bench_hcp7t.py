@@ -119,7 +119,8 @@ def stage_breakdown(work: Path, samples) -> dict[str, dict[str, float]]:
     stages = {}
     for kind, times in sorted(spans.items(), key=lambda kv: min(s for s, _ in kv[1])):
         first, last = min(s for s, _ in times), max(e for _, e in times)
-        during = [s for s in samples if first <= s[0] <= last] or [(0, 0, 0, 0)]
+        # a node shorter than the sampling period: the samples within one period of it
+        during = [s for s in samples if first - 0.5 <= s[0] <= last + 0.5] or [(0, 0, 0, 0)]
         stages[kind] = {
             'nodes': len(times),
             'node_seconds': round(sum(e - s for s, e in times), 1),

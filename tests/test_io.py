@@ -70,7 +70,7 @@ def test_a_disk_error_names_the_file_being_written(tmp_path):
 def test_a_paged_array_reads_what_the_file_holds(tmp_path, rng):
     data = rng.standard_normal((30, 5000)).astype(np.float32)
     np.save(tmp_path / 'S.npy', data)
-    paged = io.PagedArray(tmp_path / 'S.npy')
+    paged = io.PagedArray(tmp_path / 'S.npy', resident_bytes=1)  # handed back after each read
     assert (paged.shape, paged.ndim, paged.dtype, len(paged)) == (data.shape, 2, data.dtype, 30)
     np.testing.assert_array_equal(paged[:, 4090:4100], data[:, 4090:4100])
     np.testing.assert_array_equal(paged[:, 4090:4100], data[:, 4090:4100])  # after a release

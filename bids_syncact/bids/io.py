@@ -94,26 +94,29 @@ class PagedArray:
 
     A memmap read chunk by chunk keeps every page it touched resident in the process (RSS)
     until it is closed: a 3.4 GB stacked BOLD read once becomes 3.4 GB of RSS in each node
-    reading it. Each read here copies the slice out and advises the kernel that the mapping is
-    no longer needed, so a node holds one slice at a time (the file stays in the page cache,
-    shared and reclaimable). Supports what the solver asks of ``S``: ``shape``, ``ndim``,
+    reading it. Each read here copies the slice out, and every ``resident_bytes`` of reads the
+    kernel is advised that the mapping is no longer needed, so a node holds at most that much
+    of the file (which stays in the page cache, shared and reclaimable). Supports what the solver asks of ``S``: ``shape``, ``ndim``,
     ``dtype``, ``len`` and ``[...]`` (slices or index arrays).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, resident_bytes: int = 512 * 2**20) -> None:
         self._memmap = np.load(path, mmap_mode='r')
-        self.shape, self.ndim, self.dtype = (
-            self._memmap.shape,
-            self._memmap.ndim,
-            self._memmap.dtype,
-        )
+        self.shape, self.ndim = self._memmap.shape, self._memmap.ndim
+        self.dtype = self._memmap.dtype
+        self._resident_bytes, self._read_bytes = resident_bytes, 0
 
     def __len__(self) -> int:
         return len(self._memmap)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         out = np.array(self._memmap[key])
-        release_pages(self._memmap)
+        # Handed back after ``resident_bytes`` of reads, not after each: narrow chunks of
+        # neighbouring columns share pages, which would otherwise be read again and again.
+        self._read_bytes += out.nbytes
+        if self._read_bytes >= self._resident_bytes:
+            release_pages(self._memmap)
+            self._read_bytes = 0
         return out
 
 
