@@ -8,6 +8,7 @@ the same bytes; each file is written to a temporary name and moved into place, t
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,7 +87,11 @@ def boldmap_bytes(
     img.header.set_intent(INTENTS.get(stat, 'none'), intent_params, name=stat)
     img.header['descrip'] = b'bids-syncact'
     img.header['cal_min'], img.header['cal_max'] = 0.0, 0.0
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    # streamed into gzip: no uncompressed copy of the whole image besides ``volume``
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode='wb', compresslevel=6, mtime=0) as stream:
+        img.to_file_map(nib.Nifti1Image.make_file_map({'image': stream}))
+    return buffer.getvalue()
 
 
 def write_boldmap(path: Path, data: bytes, sidecar: Mapping[str, Any]) -> Path:

@@ -100,7 +100,7 @@ class PagedArray:
     ``dtype``, ``len`` and ``[...]`` (slices or index arrays).
     """
 
-    def __init__(self, path: str | Path, resident_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, path: str | Path, resident_bytes: int = 128 * 2**20) -> None:
         self._memmap = np.load(path, mmap_mode='r')
         self.shape, self.ndim = self._memmap.shape, self._memmap.ndim
         self.dtype = self._memmap.dtype
