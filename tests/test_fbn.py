@@ -561,3 +561,16 @@ def test_common_entities_keep_only_what_all_runs_share():
     assert common_entities(partly) == base
     assert common_entities([{**base, 'run': 1}]) == base
     assert 'run' not in common_entities(same)
+
+
+def test_stack_runs_saves_the_voxels_left_out(tmp_path, rng):
+    runs = [rng.standard_normal((6, 5)).astype(np.float32) for _ in range(2)]
+    runs[0][:, 1] = 0.0  # silent in one run: left out of both
+    runs[0][:, 3] = runs[1][:, 3] = 0.0  # silent in both
+    for r, run in enumerate(runs):
+        np.save(tmp_path / f'{r}.npy', run)
+    stacked = stack_runs([tmp_path / '0.npy', tmp_path / '1.npy'], tmp_path / 'S.npy', chunk=2,
+                         silent_path=tmp_path / 'silent.npy')  # fmt: skip
+    silent = np.load(tmp_path / 'silent.npy')
+    assert silent.tolist() == [False, True, False, True, False]
+    assert silent.tolist() == (~np.asarray(stacked).any(axis=0)).tolist()

@@ -517,7 +517,8 @@ def _check_coverage(stim: Stimulus, run_s: float, name: str) -> tuple[str, ...]:
     if stim.onset_s >= run_s:
         raise InputDataError(
             f'{name}: the stimulus onset {stim.onset_s:g} s is after the run, which ends at '
-            f'{run_s:g} s: onsets are seconds from the first volume; check {stim.origin or "the onset"}'
+            f'{run_s:g} s: onsets are seconds from the first volume; check '
+            f'{stim.origin or "the onset"}'
         )
     if stim.kind != 'movie' or stim.movie is None:
         return ()

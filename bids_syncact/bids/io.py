@@ -90,14 +90,15 @@ def replacing(path: Path) -> Iterator[str]:
 
 
 class PagedArray:
-    """A read-only ``.npy`` file read in slices, its pages handed back after each one.
+    """A read-only ``.npy`` file read in slices, its pages handed back as reading goes on.
 
     A memmap read chunk by chunk keeps every page it touched resident in the process (RSS)
     until it is closed: a 3.4 GB stacked BOLD read once becomes 3.4 GB of RSS in each node
     reading it. Each read here copies the slice out, and every ``resident_bytes`` of reads the
     kernel is advised that the mapping is no longer needed, so a node holds at most that much
-    of the file (which stays in the page cache, shared and reclaimable). Supports what the solver asks of ``S``: ``shape``, ``ndim``,
-    ``dtype``, ``len`` and ``[...]`` (slices or index arrays).
+    of the file (which stays in the page cache, shared and reclaimable). Supports what the
+    solver asks of ``S``: ``shape``, ``ndim``, ``dtype``, ``len`` and ``[...]`` (slices or
+    index arrays).
     """
 
     def __init__(self, path: str | Path, resident_bytes: int = 128 * 2**20) -> None:

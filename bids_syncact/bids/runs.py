@@ -115,11 +115,23 @@ def clean_bold(
     return np.load(out_path, mmap_mode='r')
 
 
-def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUNK) -> np.memmap:
+def stack_runs(
+    paths: Sequence[Path],
+    out_path: Path,
+    *,
+    chunk: int = VOXEL_CHUNK,
+    silent_path: Path | None = None,
+) -> np.memmap:
     """Return the runs' cleaned arrays stacked in time, columns at unit norm again.
 
     :func:`~bids_syncact.core.denoise.concatenate_runs`, chunk by chunk of voxels; a voxel
     without signal in one run is left out of all (all-zero).
+
+    Parameters
+    ----------
+    silent_path : Path, optional
+        Where to save, as a boolean ``.npy`` of shape (n_voxels,), which voxels are all-zero
+        (left out), found while stacking so that no one reads the stack again for them.
 
     Returns
     -------
@@ -135,10 +147,16 @@ def stack_runs(paths: Sequence[Path], out_path: Path, *, chunk: int = VOXEL_CHUN
             tmp, mode='w+', dtype=np.float32, shape=(sum(len(r) for r in runs), n_voxels)
         )
         allocate(tmp)
+        silent = np.zeros(n_voxels, dtype=bool)
         for cols in iter_voxel_chunks(n_voxels, chunk):
-            out[:, cols] = concatenate_runs([run[:, cols] for run in runs], drop_silent=True)
+            stacked = concatenate_runs([run[:, cols] for run in runs], drop_silent=True)
+            silent[cols] = ~np.any(stacked, axis=0)
+            out[:, cols] = stacked
             release_pages(out)
         out.flush()
         del out
     del runs
+    if silent_path is not None:
+        with replacing(Path(silent_path)) as tmp, open(tmp, 'wb') as stream:
+            np.save(stream, silent)
     return np.load(out_path, mmap_mode='r')

@@ -104,6 +104,7 @@ class _StackRunsInputSpec(BaseInterfaceInputSpec):
 
 class _StackRunsOutputSpec(TraitedSpec):
     stacked_file = File(exists=True, desc='(T, n_voxels) .npy, unit-norm columns')
+    silent_file = File(exists=True, desc='(n_voxels,) bool .npy: all-zero voxels, left out')
 
 
 class StackRuns(SimpleInterface):
@@ -113,9 +114,10 @@ class StackRuns(SimpleInterface):
     output_spec = _StackRunsOutputSpec
 
     def _run_interface(self, runtime):
-        out = Path(runtime.cwd) / 'bold_stacked.npy'
-        stack_runs([Path(p) for p in self.inputs.bold_files], out)
+        out, silent = Path(runtime.cwd) / 'bold_stacked.npy', Path(runtime.cwd) / 'silent.npy'
+        stack_runs([Path(p) for p in self.inputs.bold_files], out, silent_path=silent)
         self._results['stacked_file'] = str(out)
+        self._results['silent_file'] = str(silent)
         return runtime
 
 
@@ -125,6 +127,7 @@ class _CoupleLayerInputSpec(BaseInterfaceInputSpec):
     run_names = traits.List(traits.Str, mandatory=True, desc='runs in stacking order')
     spec_files = traits.List(File(exists=True), mandatory=True, desc='CleanSpec per run')
     stacked_file = File(exists=True, mandatory=True)
+    silent_file = File(exists=True, mandatory=True, desc='voxels left out (StackRuns)')
     mask_file = File(exists=True, mandatory=True)
     layer = traits.Str(mandatory=True, desc='module name')
     alpha = traits.Either(None, traits.Float, usedefault=True, desc='None: auto')
@@ -157,15 +160,15 @@ class CoupleLayer(SimpleInterface):
             Path(inputs.output_dir),
         )  # fmt: skip
         specs = [load_clean_spec(Path(p)) for p in inputs.spec_files]
-        S = PagedArray(inputs.stacked_file)  # read in voxel chunks, one resident at a time
+        S = PagedArray(inputs.stacked_file)  # read in voxel chunks, little of it resident
         with limited_threads(inputs.n_threads) as threads:
             record_threads(cwd, threads)
             fit = fit_layer(
                 tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
                 device=_solver_device(inputs.device), n_threads=inputs.n_threads,
             )  # fmt: skip
-        silent = _silent_voxels(S)
         del S
+        silent = np.load(inputs.silent_file)
         if fit.seconds_per_null is not None:
             LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,
                         fit.seconds_per_null)  # fmt: skip
@@ -250,14 +253,6 @@ def _read_sync_tables(
         tables.append(table.drop(columns=[TIME_COLUMN]).to_numpy(dtype=np.float64))
     sources = [f'bids::{by_run[r][0].relative_to(output_dir).as_posix()}' for r in run_names]
     return tables, [int(u) for u in units], sources
-
-
-def _silent_voxels(S: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Voxels whose stacked BOLD is all zeros: non-finite, constant or confound-explained."""
-    silent = np.empty(S.shape[1], dtype=bool)
-    for start in range(0, S.shape[1], chunk):
-        silent[start : start + chunk] = ~np.any(S[:, start : start + chunk], axis=0)
-    return silent
 
 
 def _solver_device(device: str) -> str:

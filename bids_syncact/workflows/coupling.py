@@ -138,7 +138,8 @@ def add_coupling_nodes(
                 workflow.connect([
                     (tables, couple, [('out', 'sync_files')]),
                     (specs, couple, [('out', 'spec_files')]),
-                    (stack, couple, [('stacked_file', 'stacked_file')]),
+                    (stack, couple, [('stacked_file', 'stacked_file'),
+                                     ('silent_file', 'silent_file')]),
                     (mask, couple, [('mask_file', 'mask_file')]),
                     (couple, write, [('map_files', 'map_files'),
                                      ('sidecar_files', 'sidecar_files'), ('stats', 'stats')]),
