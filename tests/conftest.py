@@ -10,9 +10,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from unittest import mock
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
+from bids_syncact.bids.derivatives import sidecar_path
 from bids_syncact.cli.run import main
 from bids_syncact.demo import DemoSpec, make_dataset
 
@@ -111,6 +114,27 @@ def assert_refused(result: Result, code: int, *fragments: str) -> None:
     assert line.startswith('bids-syncact: error: '), line
     for fragment in fragments:
         assert fragment in line, (fragment, line)
+
+
+def assert_nothing_half_written(*roots: Path) -> None:
+    """No temporary file under any root; every data file of a subject whole and with its sidecar.
+
+    The first root is OUTPUT_DIR: its NIfTI and TSV files must read, JSON parse. Whole outputs
+    of steps a refusal did not stop may stay: each is complete and a rerun reuses it.
+    """
+    for root in (r for r in roots if r.exists()):
+        files = [p for p in root.rglob('*') if p.is_file()]
+        assert not [p for p in files if p.name.endswith('.tmp')], root
+        assert not [p for p in files if p.name.endswith('_raw.npy')], root
+    for path in (p for p in roots[0].rglob('sub-*/**/*') if p.is_file()):
+        if path.name.endswith('.nii.gz'):
+            nib.load(path).get_fdata()
+            assert sidecar_path(path).exists(), path
+        elif path.suffix == '.tsv':
+            pd.read_csv(path, sep='\t')
+            assert sidecar_path(path).exists(), path
+        elif path.suffix == '.json':
+            json.loads(path.read_text())
 
 
 def edit_json(path: Path, **changes) -> None:

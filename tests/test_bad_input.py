@@ -26,7 +26,7 @@ import torch
 
 from bids_syncact.bids.derivatives import sidecar_path
 
-from .conftest import assert_refused, tree_state
+from .conftest import assert_nothing_half_written, assert_refused, tree_state
 from .test_discovery import _events, _preproc_json, _write_map
 from .test_participant import FAST
 
@@ -40,23 +40,11 @@ def _preproc(dataset: Path, kind: str = 'desc-preproc_bold', sub: str = '01', ru
     )
 
 
-def assert_nothing_half_written(out: Path) -> None:
-    """No temporary file, no data file without its sidecar, no map of the refused subject.
-
-    Whole outputs of steps that did not need the bad file (the synchronized activations when a
-    BOLD is bad) may stay: each is complete, with its sidecar, and a rerun reuses it.
-    """
-    files = [p for p in out.rglob('*') if p.is_file()] if out.exists() else []
-    assert not [p for p in files if p.name.endswith('.tmp')], files
-    data = [p for p in files if 'func' in p.parts and not p.name.endswith('.json')]
-    assert not [p for p in data if not sidecar_path(p).exists()], data
-    assert not [p for p in data if p.name.startswith('sub-01_') and 'boldmap' in p.name], data
-
-
 def _refused(cli, dataset, out, code, *fragments, args=(), process=False):
     before = tree_state(dataset)
     assert_refused(cli(dataset, out, 'participant', *args, process=process), code, *fragments)
     assert_nothing_half_written(out)
+    assert not list(out.glob('sub-01/**/sub-01_*_boldmap.nii.gz'))  # none of the refused subject
     assert tree_state(dataset) == before  # the input is never written, refused or not
 
 

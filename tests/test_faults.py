@@ -19,11 +19,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
-from bids_syncact.bids.derivatives import sidecar_path
-
+from .conftest import assert_nothing_half_written
 from .test_participant import FAST
 
 pytestmark = pytest.mark.slow  # whole participant runs in subprocesses: make test-integration
@@ -117,23 +115,6 @@ def assert_same_outputs(
             np.testing.assert_array_equal(a[name], value, err_msg=name)
         else:
             assert a[name] == value, name
-
-
-def assert_nothing_half_written(*roots: Path) -> None:
-    """No temporary file; every data file whole (it reads) and with its sidecar."""
-    for root in roots:
-        files = [p for p in root.rglob('*') if p.is_file()]
-        assert not [p for p in files if p.name.endswith('.tmp')], root
-        assert not [p for p in files if p.name.endswith('_raw.npy')], root
-    for path in (p for p in roots[0].rglob('sub-*/**/*') if p.is_file()):
-        if path.name.endswith('.nii.gz'):
-            nib.load(path).get_fdata()
-            assert sidecar_path(path).exists(), path
-        elif path.suffix == '.tsv':
-            pd.read_csv(path, sep='\t')
-            assert sidecar_path(path).exists(), path
-        elif path.suffix == '.json':
-            json.loads(path.read_text())
 
 
 @pytest.fixture(scope='module')
