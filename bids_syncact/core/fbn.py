@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
 from bids_syncact.core.coupling import condition_number, sparse_code, variance_inflation
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
 from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z
@@ -42,6 +43,12 @@ class LayerFit:
     """``(K,)``: ``|a|`` above which a coefficient is significant family-wise."""
     shifts: np.ndarray | None = None
     """``(n_nulls, n_runs)`` circular shifts (volumes) of the nulls."""
+    max_null: np.ndarray | None = None
+    """``(n_nulls, K)``: the largest ``|null coefficient|`` over voxels, per null and unit."""
+    network_stats: np.ndarray | None = None
+    """``(1 + n_nulls, K, n_networks)``: the annotation statistic of the real maps (index 0)
+    and of every null map (:func:`~bids_syncact.core.calibration.network_statistics`); None
+    without reference networks."""
     seconds_per_null: float | None = None
 
 
@@ -85,6 +92,9 @@ def fit_layer(
     seed: int = 0,
     device: str = 'cpu',
     n_threads: int | None = None,
+    networks: np.ndarray | None = None,
+    annotated: np.ndarray | None = None,
+    statistic: str = DEFAULT_STATISTIC,
 ) -> LayerFit:
     """Return the FBNs of one layer's units.
 
@@ -104,6 +114,13 @@ def fit_layer(
         Seeds the voxels scored by cross-validation and the null shifts.
     device, n_threads
         Passed to the solver.
+    networks : ndarray of shape (n_networks, n_annotated), optional
+        Reference networks over the voxels ``annotated``: the real and every null map are
+        compared with them (``network_stats``), since the null maps themselves are not kept.
+    annotated : ndarray of bool, shape (V,), optional
+        The voxels of ``S`` that the annotation counts (default all).
+    statistic : str
+        The annotation statistic (:func:`~bids_syncact.core.calibration.network_statistics`).
 
     Returns
     -------
@@ -131,6 +148,13 @@ def fit_layer(
         condition_number=condition_number(D[:, ~zero_units]),
         variance_inflation=_vif(D, zero_units), zero_units=zero_units,
     )  # fmt: skip
+    annotated = np.ones(codes.shape[1], dtype=bool) if annotated is None else annotated
+
+    def network_stats(maps: np.ndarray) -> np.ndarray:
+        return network_statistics(maps[:, annotated], networks, statistic=statistic)
+
+    if networks is not None:
+        fit = replace(fit, network_stats=network_stats(codes)[None])
     if n_nulls <= 0:
         return fit
     shifts = draw_shifts([len(raw) for raw in raw_runs], [s.t_r for s in specs], n_nulls,
@@ -138,6 +162,7 @@ def fit_layer(
     magnitude = np.abs(codes)
     exceed = np.zeros(codes.shape, dtype=np.int32)
     max_null = np.zeros((n_nulls, codes.shape[0]))
+    stats = [] if networks is None else [fit.network_stats[0]]
     start = time.perf_counter()
     for i, row in enumerate(shifts):
         shifted = [np.roll(raw, int(s), axis=0) for raw, s in zip(raw_runs, row, strict=True)]
@@ -145,10 +170,13 @@ def fit_layer(
                                   n_threads=n_threads))  # fmt: skip
         exceed += null >= magnitude
         max_null[i] = null.max(axis=1, initial=0.0)
+        if networks is not None:
+            stats.append(network_stats(null))
     seconds = (time.perf_counter() - start) / n_nulls
     z = p_to_z(empirical_p(exceed, n_nulls), n_nulls).astype(np.float32)
     return replace(fit, z=z, fwe_threshold=fwe_threshold(max_null), shifts=shifts,
-                   seconds_per_null=seconds)  # fmt: skip
+                   max_null=max_null, seconds_per_null=seconds,
+                   network_stats=np.stack(stats) if stats else None)  # fmt: skip
 
 
 def _vif(D: np.ndarray, zero_units: np.ndarray) -> np.ndarray:
