@@ -206,7 +206,9 @@ def subject_inference(stats: np.ndarray, *, level: float = LABEL_LEVEL) -> Subje
     cluster_max = z.max(axis=2) if z.shape[2] else np.full(z.shape[:2], -np.inf)
     p = permutation_p(cluster_max[0], cluster_max[1:])
     layer_max = cluster_max[1:].max(axis=1)  # (N,): max over clusters and networks per null
-    p_fwe = permutation_p(cluster_max[0], np.broadcast_to(layer_max[:, None], cluster_max[1:].shape))
+    p_fwe = permutation_p(
+        cluster_max[0], np.broadcast_to(layer_max[:, None], cluster_max[1:].shape)
+    )
     best = np.where(np.isfinite(cluster_max[0]), _argmax(z[0]), -1)
     return SubjectInference(z=z[0], best=best, p=p, p_fwe=p_fwe,
                             labelled=(p < level) & (best >= 0))  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
 from bids_syncact.core.coupling import condition_number, sparse_code, variance_inflation
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
-from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z
+from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z, shift_runs
 from bids_syncact.core.selection import AlphaChoice, choose_alpha
 
 
@@ -165,8 +165,7 @@ def fit_layer(
     stats = [] if networks is None else [fit.network_stats[0]]
     start = time.perf_counter()
     for i, row in enumerate(shifts):
-        shifted = [np.roll(raw, int(s), axis=0) for raw, s in zip(raw_runs, row, strict=True)]
-        null = np.abs(sparse_code(clean_dictionary(shifted, specs), S, alpha, device=device,
+        null = np.abs(sparse_code(clean_dictionary(shift_runs(raw_runs, row), specs), S, alpha, device=device,
                                   n_threads=n_threads))  # fmt: skip
         exceed += null >= magnitude
         max_null[i] = null.max(axis=1, initial=0.0)

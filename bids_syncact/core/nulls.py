@@ -96,6 +96,17 @@ def draw_shifts(
     return shifts
 
 
+def shift_runs(raw_runs: Sequence[np.ndarray], shifts: Sequence[int]) -> list[np.ndarray]:
+    """Return each run's raw activations circularly shifted by its shift (volumes).
+
+    The null dictionary of one row of :func:`draw_shifts`, before cleaning.
+
+    >>> shift_runs([np.arange(4.0)[:, None]], [1])[0].ravel().tolist()
+    [3.0, 0.0, 1.0, 2.0]
+    """
+    return [np.roll(raw, int(s), axis=0) for raw, s in zip(raw_runs, shifts, strict=True)]
+
+
 def empirical_p(exceed_counts: np.ndarray, n_nulls: int) -> np.ndarray:
     """Return ``(1 + count) / (1 + n_nulls)``: the count is of nulls with ``|null| >= |a|``.
 
