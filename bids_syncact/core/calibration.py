@@ -95,7 +95,9 @@ def network_statistics(
         raise ValueError(f'networks must be (n_networks, {maps.shape[1]}), not {member.shape}')
     n_mask = maps.shape[1]
     size = member.sum(axis=1).astype(np.float64)
-    top = np.stack([top_voxels(row, fraction) for row in maps]) if len(maps) else maps != maps
+    top = np.zeros(maps.shape, dtype=bool)
+    for i, row in enumerate(maps):
+        top[i] = top_voxels(row, fraction)
     n_top = top.sum(axis=1).astype(np.float64)
     overlap = top.astype(np.float32) @ member.T.astype(np.float32)  # exact below 2^24 voxels
     out = np.full((len(maps), member.shape[0]), -np.inf)
