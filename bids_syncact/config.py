@@ -78,6 +78,12 @@ class CNNConfig:
     features_only: bool = False
 
 
+#: Nulls per subject and layer by default (``--n-nulls``): the smallest p is 0.01.
+DEFAULT_N_NULLS = 99
+#: Fewest nulls that may label (:data:`bids_syncact.core.calibration.MIN_NULLS_FOR_LABELS`).
+MIN_N_NULLS = 20
+
+
 @dataclass(frozen=True, kw_only=True)
 class CouplingConfig:
     """Denoising, coupling, significance and annotation (DESIGN.md sections 2.3-2.5)."""
@@ -88,7 +94,9 @@ class CouplingConfig:
     smoothing_fwhm: float | None = None
     alpha: float | None = None
     """Sparsity; None: chosen by blocked cross-validation (``auto``)."""
-    n_nulls: int = 0
+    n_nulls: int | None = None
+    """Circular-shift nulls; None: ``DEFAULT_N_NULLS``, or the largest N >= 20 that a subject's
+    runs allow (warned); 0: no inference (labels ``n/a``)."""
     reference_networks: str = 'auto'
     """``auto`` (schaefer2018-7, else seitzman2018), a name, or a path."""
 

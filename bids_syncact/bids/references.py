@@ -28,6 +28,7 @@ only) and used only when the file is there with content.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -93,6 +94,15 @@ class ReferenceNetworks:
     maps: np.ndarray
     description: str
     source: str
+
+    fingerprint: str = ''
+    """sha256 of what defines the networks (the atlas files or the ROI table), not of their
+    rasterisation on one subject's grid and mask."""
+
+    @property
+    def checksum(self) -> str:
+        """Return the sha256 of the network names and the source: what the group compares."""
+        return hashlib.sha256('\t'.join((*self.names, self.fingerprint)).encode()).hexdigest()
 
     def in_mask(self, mask: np.ndarray) -> np.ndarray:
         """Return the maps over a boolean mask of the grid, ``(n_networks, n_voxels)``."""
@@ -221,6 +231,7 @@ def _schaefer(grid: nib.Nifti1Image) -> ReferenceNetworks:
         raise _Unavailable(str(err)) from err
     maps = _resample_labels(labels, grid, len(SCHAEFER_NETWORKS))
     return ReferenceNetworks(
+        fingerprint=_files_sha256(image_path, table_path),
         name=SCHAEFER,
         names=SCHAEFER_NETWORKS,
         maps=maps,
@@ -231,6 +242,13 @@ def _schaefer(grid: nib.Nifti1Image) -> ReferenceNetworks:
         ),
         source=f'{_SCHAEFER_CITATION}; {image_path}',
     )
+
+
+def _files_sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def _seitzman(grid: nib.Nifti1Image, mask: np.ndarray | None) -> ReferenceNetworks:
@@ -253,7 +271,11 @@ def _seitzman(grid: nib.Nifti1Image, mask: np.ndarray | None) -> ReferenceNetwor
         mask,
         n_networks=len(names),
     )
+    fingerprint = hashlib.sha256(np.ascontiguousarray(centres_mm).tobytes())
+    fingerprint.update(np.ascontiguousarray(radii_mm).tobytes())
+    fingerprint.update('\t'.join(networks).encode())
     return ReferenceNetworks(
+        fingerprint=fingerprint.hexdigest(),
         name=SEITZMAN,
         names=names,
         maps=maps,
@@ -319,6 +341,7 @@ def _from_path(path: Path, grid: nib.Nifti1Image) -> ReferenceNetworks:
             'a 4-D image of probability maps'
         )
     return ReferenceNetworks(
+        fingerprint=_files_sha256(path, table_path),
         name=str(path),
         names=network_names,
         maps=maps,

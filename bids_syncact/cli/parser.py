@@ -19,11 +19,13 @@ from typing import Any, NoReturn
 from bids_syncact import __version__
 from bids_syncact.config import (
     CONFOUNDS_STRATEGIES,
+    DEFAULT_N_NULLS,
     DEFAULT_SPACE,
     DEVICES,
     FRAME_FITS,
     HIGH_PASS_WITHOUT_COSINES_HZ,
     HRF_MODELS,
+    MIN_N_NULLS,
     CNNConfig,
     CouplingConfig,
     StimulusConfig,
@@ -139,6 +141,16 @@ def _int_at_least(minimum: int) -> Any:
 
     parse.__name__ = 'integer'
     return parse
+
+
+def _n_nulls(value: str) -> int:
+    number = _int_at_least(0)(value)
+    if 0 < number < MIN_N_NULLS:
+        raise argparse.ArgumentTypeError(
+            f'{value!r} nulls are too few to label (the smallest p would be 1/{number + 1}); '
+            f'give 0 (no inference) or at least {MIN_N_NULLS}'
+        )
+    return number
 
 
 def _frame_rate(value: str) -> float | str:
@@ -281,8 +293,10 @@ def build_parser() -> SyncActArgumentParser:
          help='spatial smoothing (mm); default: none')  # fmt: skip
     _add(parser, g, '--alpha', type=_alpha, metavar='auto|FLOAT', stage=COUPLE,
          help='sparsity (unit-norm columns); default: auto (blocked cross-validation)')  # fmt: skip
-    _add(parser, g, '--n-nulls', type=_int_at_least(0), metavar='N', stage=NULLS,
-         help=f'circular-shift nulls for p-values; default: {_default(coup, "n_nulls")} (off)')  # fmt: skip
+    _add(parser, g, '--n-nulls', type=_n_nulls, metavar='N', stage=NULLS,
+         help=f'circular-shift nulls that calibrate p-values and labels: 0 (off: labels n/a) '
+              f'or at least {MIN_N_NULLS}; default: {DEFAULT_N_NULLS}, or the largest '
+              f'N >= {MIN_N_NULLS} that short runs allow')  # fmt: skip
     _add(parser, g, '--reference-networks', metavar='NAME|PATH', stage=ANNOTATE,
          help='reference networks; default: schaefer2018-7 (TemplateFlow), else seitzman2018')  # fmt: skip
 

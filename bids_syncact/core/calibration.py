@@ -51,6 +51,8 @@ STATISTIC_FLOOR = 0.0
 # Second entry of the group draws' seed sequence: independent of the shifts' stream.
 _GROUP_STREAM = 0x6A0B
 _LOG10 = math.log(10.0)
+# Past this -log10 p, hypergeom.sf is near underflow: its log is summed instead.
+_TINY_LOG10 = 250.0
 
 
 def network_statistics(
@@ -103,13 +105,33 @@ def network_statistics(
     out = np.full((len(maps), member.shape[0]), -np.inf)
     filled = n_top > 0
     if statistic == 'logp':
-        logsf = hypergeom.logsf(overlap[filled] - 1, n_mask, size[None, :], n_top[filled, None])
-        out[filled] = np.maximum(-logsf / _LOG10, 0.0)
+        out[filled] = _minus_log10_sf(overlap[filled], n_mask, size, n_top[filled])
     else:
         with np.errstate(invalid='ignore', divide='ignore'):
             out[filled] = (overlap[filled] / n_top[filled, None]) / (size[None, :] / n_mask)
     out[:, size == 0] = np.where(filled[:, None], STATISTIC_FLOOR, -np.inf)
     return out
+
+
+def _minus_log10_sf(
+    overlap: np.ndarray, n_mask: int, size: np.ndarray, n_top: np.ndarray
+) -> np.ndarray:
+    """Return ``-log10 P(X >= overlap)``, ``(n_maps, n_networks)``, finite even past 1e-300.
+
+    ``hypergeom.sf`` is vectorized and exact in the tail; where it underflows, the log of the
+    sum of the pmf (``hypergeom.logsf``, which scipy only takes element by element) is used.
+    """
+    k = np.asarray(overlap, dtype=np.float64) - 1
+    good = np.broadcast_to(size[None, :], k.shape)
+    draws = np.broadcast_to(np.asarray(n_top, dtype=np.float64)[:, None], k.shape)
+    with np.errstate(divide='ignore'):
+        out = -np.log10(hypergeom.sf(k, n_mask, good, draws))
+    tiny = ~(out < _TINY_LOG10)
+    if tiny.any():
+        out[tiny] = [-float(hypergeom.logsf(*args)) / _LOG10
+                     for args in zip(k[tiny], [n_mask] * int(tiny.sum()), good[tiny],
+                                     draws[tiny], strict=True)]  # fmt: skip
+    return np.maximum(out, 0.0)
 
 
 def standardize(stats: np.ndarray, *, empty: float | None = None) -> np.ndarray:

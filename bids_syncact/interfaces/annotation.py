@@ -15,9 +15,17 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bids_syncact.bids.annotations import annotation_sidecar, write_annotations
+from bids_syncact.bids.annotations import (
+    NOT_TESTED,
+    STATISTIC_NAMES,
+    annotation_sidecar,
+    null_annotations_path,
+    write_annotations,
+    write_null_annotations,
+)
 from bids_syncact.bids.references import load_reference_networks
-from bids_syncact.core.annotation import annotate
+from bids_syncact.core.annotation import NO_LABEL, TOP_FRACTION, annotate
+from bids_syncact.core.calibration import DEFAULT_STATISTIC, subject_inference
 
 #: Keys of the coefficient map's sidecar the annotation table repeats.
 _KEPT = ('Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit', 'HRF',
@@ -33,14 +41,20 @@ class _AnnotateLayerInputSpec(BaseInterfaceInputSpec):
     reference_networks = traits.Str('auto', usedefault=True, desc='--reference-networks')
     source = traits.Str(mandatory=True, desc='BIDS URI of the stat-coef map in OUTPUT_DIR')
     out_path = traits.Str(mandatory=True, desc='the annotations TSV in OUTPUT_DIR')
+    network_stats_file = File(exists=True, mandatory=True,
+                              desc='statistic of the real and null maps (CoupleLayer)')  # fmt: skip
 
 
 class _AnnotateLayerOutputSpec(TraitedSpec):
     out_file = File(exists=True)
+    null_file = File(desc='the null statistics TSV (with nulls)')
 
 
 class AnnotateLayer(SimpleInterface):
-    """Annotate each unit's coefficient map with the reference networks; write the table.
+    """Annotate each cluster's map with the reference networks; write the tables.
+
+    The label comes from the statistic of the real map against those of the null maps
+    (:func:`~bids_syncact.core.calibration.subject_inference`); without nulls it is ``n/a``.
 
     It runs every time (OUTPUT_DIR is not the work dir, and a changed reference file must be
     read again); an unchanged table is not rewritten.
@@ -62,14 +76,87 @@ class AnnotateLayer(SimpleInterface):
         networks = reference.in_mask(inside)
         annotations = [annotate(maps[:, k], networks, reference.names)
                        for k in range(maps.shape[1])]  # fmt: skip
+        saved = np.load(inputs.network_stats_file)
+        stats, n_nulls = saved['statistic'], int(saved['n_nulls'])
+        if list(saved['networks']) != list(reference.names) or stats.shape[1] != maps.shape[1]:
+            raise RuntimeError('the coupling node annotated other networks or clusters')
         meta = json.loads(Path(inputs.sidecar_files[coef]).read_text())
         common = {key: meta[key] for key in _KEPT if key in meta}
         common['Sources'] = [inputs.source]
-        out = write_annotations(
-            Path(inputs.out_path),
-            meta['UnitIndices'],
-            annotations,
-            annotation_sidecar(common, reference, 'stat-coef, the sparse coefficients'),
-        )
+        sidecar = annotation_sidecar(common, reference, 'stat-coef, the sparse coefficients',
+                                     n_nulls=n_nulls)  # fmt: skip
+        units = meta['UnitIndices']
+        per_network = {'statistic': stats[0]}
+        if n_nulls:
+            result = subject_inference(stats)
+            labels = [reference.names[b] if ok else NO_LABEL
+                      for b, ok in zip(result.best, result.labelled, strict=True)]  # fmt: skip
+            per_unit = {'p': result.p.tolist(), 'p_fwe': result.p_fwe.tolist()}
+            per_network['statistic_z'] = result.z
+            sidecar['Columns'] |= COLUMNS
+            null_path = null_annotations_path(Path(inputs.out_path))
+            write_null_annotations(
+                null_path,
+                units,
+                reference.names,
+                stats,
+                saved['max_abs_coef'],
+                null_sidecar(common, reference, n_nulls, _z_sidecar(inputs)),
+            )
+            self._results['null_file'] = str(null_path)
+        else:
+            labels, per_unit = [NOT_TESTED] * len(units), {}
+            remove_stale(null_annotations_path(Path(inputs.out_path)))
+        sidecar['Columns']['statistic'] = STATISTIC_NAMES[DEFAULT_STATISTIC] + ' (-inf: empty map)'
+        out = write_annotations(Path(inputs.out_path), units, annotations, sidecar,
+                                labels=labels, per_unit=per_unit, per_network=per_network)  # fmt: skip
         self._results['out_file'] = str(out)
         return runtime
+
+
+#: Columns of a table with nulls.
+COLUMNS = {
+    'p': "the cluster's calibrated p: (1 + #{null max >= real max}) / (1 + N) of the "
+         'standardized statistic, max over networks',
+    'p_fwe': 'family-wise p over the clusters and networks of the layer: each null\'s max over '
+             'clusters and networks against the cluster\'s real max',
+    'statistic_z': 'the statistic standardized by its mean and SD over the real and null maps',
+}  # fmt: skip
+
+
+def null_sidecar(common: dict, reference, n_nulls: int, meta: dict) -> dict:
+    """Return the sidecar of the null statistics table."""
+    return {
+        'Description': (
+            f'The annotation statistic ({STATISTIC_NAMES[DEFAULT_STATISTIC]} of the top '
+            f'{TOP_FRACTION:.0%} |values| against each network) of the real map (map 0) and of '
+            f'each of the {n_nulls} null maps (maps 1..N: circularly shifted dictionaries, solved '
+            'like the real one), per cluster; and the largest |coefficient| over voxels of each '
+            'map and cluster. What the group level draws its null from; the null maps '
+            'themselves are not kept'
+        ),
+        **common,
+        'ReferenceNetworks': reference.name,
+        'ReferenceNetworksChecksum': reference.checksum,
+        'Statistic': DEFAULT_STATISTIC,
+        'NumberOfNulls': n_nulls,
+        'NullShifts': meta.get('NullShifts'),
+        'Columns': {
+            'map': '0: the real map; 1..N: the null maps, in the order of NullShifts',
+            'unit': "channel index of the cluster's named member", 'network': 'reference network',
+            'statistic': STATISTIC_NAMES[DEFAULT_STATISTIC] + ' (-inf: empty map)',
+            'max_abs_coef': 'largest |coefficient| over voxels of the map and cluster',
+        },
+    }  # fmt: skip
+
+
+def _z_sidecar(inputs) -> dict:
+    if 'z' not in inputs.stats:
+        return {}
+    return json.loads(Path(inputs.sidecar_files[inputs.stats.index('z')]).read_text())
+
+
+def remove_stale(path: Path) -> None:
+    """Remove a table (and its sidecar) that this run's settings no longer make."""
+    for stale in (path, path.with_suffix('.json')):
+        stale.unlink(missing_ok=True)

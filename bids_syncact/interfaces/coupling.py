@@ -27,6 +27,7 @@ from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import TIME_COLUMN, sidecar_path
 from bids_syncact.bids.io import PagedArray
+from bids_syncact.bids.references import load_reference_networks
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
 from bids_syncact.core.fbn import LayerFit, fit_layer
 from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
@@ -133,6 +134,7 @@ class _CoupleLayerInputSpec(BaseInterfaceInputSpec):
     alpha = traits.Either(None, traits.Float, usedefault=True, desc='None: auto')
     n_nulls = traits.Int(0, usedefault=True)
     seed = traits.Int(0, usedefault=True)
+    reference_networks = traits.Str('auto', usedefault=True, desc='--reference-networks')
     # where and how fast it runs, not what it computes: a rerun with more threads resumes
     device = traits.Enum('auto', 'cpu', 'cuda', usedefault=True, nohash=True)
     n_threads = traits.Int(1, usedefault=True, nohash=True, desc='solver threads')
@@ -145,6 +147,7 @@ class _CoupleLayerOutputSpec(TraitedSpec):
     map_files = traits.List(File(exists=True), desc='gzipped NIfTI: coef, then z with nulls')
     sidecar_files = traits.List(File(exists=True), desc='their sidecars (JSON)')
     stats = traits.List(traits.Str, desc="each map's stat")
+    network_stats_file = File(exists=True, desc='annotation statistic of the real and null maps')
 
 
 class CoupleLayer(SimpleInterface):
@@ -160,19 +163,24 @@ class CoupleLayer(SimpleInterface):
             Path(inputs.output_dir),
         )  # fmt: skip
         specs = [load_clean_spec(Path(p)) for p in inputs.spec_files]
+        silent = np.load(inputs.silent_file)
+        mask = nib.load(inputs.mask_file)
+        # the voxels the annotation counts: in the mask, not left out for lack of signal
+        inside = np.asarray(mask.dataobj) > 0
+        inside[inside] = ~silent
+        reference = load_reference_networks(inputs.reference_networks, mask, mask=inside)
         S = PagedArray(inputs.stacked_file)  # read in voxel chunks, little of it resident
         with limited_threads(inputs.n_threads) as threads:
             record_threads(cwd, threads)
             fit = fit_layer(
                 tables, specs, S, alpha=inputs.alpha, n_nulls=inputs.n_nulls, seed=inputs.seed,
                 device=_solver_device(inputs.device), n_threads=inputs.n_threads,
+                networks=reference.in_mask(inside), annotated=~silent,
             )  # fmt: skip
         del S
-        silent = np.load(inputs.silent_file)
         if fit.seconds_per_null is not None:
             LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,
                         fit.seconds_per_null)  # fmt: skip
-        mask = nib.load(inputs.mask_file)
         sidecar = coef_sidecar(fit, specs, units=units, layer=inputs.layer,
                                settings=dict(inputs.sidecar),
                                sources=[*inputs.sources, *sync_sources])  # fmt: skip
@@ -188,7 +196,25 @@ class CoupleLayer(SimpleInterface):
         self._results['map_files'] = [str(p) for p in maps]
         self._results['sidecar_files'] = [str(p) for p in sidecars]
         self._results['stats'] = stats
+        self._results['network_stats_file'] = str(save_network_stats(
+            cwd / 'network_stats.npz', fit, reference, units=units,
+            n_annotated=int((~silent).sum()),
+        ))  # fmt: skip
         return runtime
+
+
+def save_network_stats(path: Path, fit: LayerFit, reference, *, units, n_annotated) -> Path:
+    """Save what the annotation node needs of the real and null maps (not the null maps)."""
+    n_nulls = 0 if fit.max_null is None else len(fit.max_null)
+    max_abs = np.abs(fit.codes).max(axis=1, initial=0.0)[None]
+    if n_nulls:
+        max_abs = np.concatenate([max_abs, fit.max_null], axis=0)
+    np.savez(
+        path, statistic=fit.network_stats, max_abs_coef=max_abs, networks=np.array(reference.names),
+        units=np.asarray(units), n_nulls=n_nulls, n_annotated=n_annotated,
+        reference_checksum=reference.checksum,
+    )  # fmt: skip
+    return path
 
 
 class _WriteBoldmapsInputSpec(BaseInterfaceInputSpec):

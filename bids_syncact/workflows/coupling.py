@@ -49,6 +49,7 @@ def add_coupling_nodes(
     plans: Sequence[RunPlan],
     prepared: Mapping[str, PreparedCNN],
     sync_nodes: Mapping[tuple[str, str, str], list[pe.Node]],
+    n_nulls: Mapping[tuple[str, str], int],
 ) -> None:
     """Connect denoising and coupling to the synchronization nodes of ``workflow``.
 
@@ -64,6 +65,8 @@ def add_coupling_nodes(
         The CNNs, by name.
     sync_nodes : mapping
         :class:`SynchronizeRun` nodes by (subject, task, CNN), one per run.
+    n_nulls : mapping
+        The nulls of each (subject, task): ``--n-nulls``, or the default where the runs allow.
     """
     coupling = config.coupling
     threads = node_threads(config)
@@ -109,7 +112,8 @@ def add_coupling_nodes(
                 couple = pe.Node(
                     CoupleLayer(
                         run_names=[p.name for p in group], layer=layer, alpha=coupling.alpha,
-                        n_nulls=coupling.n_nulls, seed=config.execution.random_seed,
+                        n_nulls=n_nulls[subject, task], seed=config.execution.random_seed,
+                        reference_networks=coupling.reference_networks,
                         device=config.execution.device, n_threads=threads, sidecar=settings,
                         sources=sources, output_dir=str(config.output_dir),
                     ),
@@ -144,7 +148,8 @@ def add_coupling_nodes(
                     (couple, write, [('map_files', 'map_files'),
                                      ('sidecar_files', 'sidecar_files'), ('stats', 'stats')]),
                     (couple, annotate, [('map_files', 'map_files'),
-                                        ('sidecar_files', 'sidecar_files'), ('stats', 'stats')]),
+                                        ('sidecar_files', 'sidecar_files'), ('stats', 'stats'),
+                                        ('network_stats_file', 'network_stats_file')]),
                     (mask, annotate, [('mask_file', 'mask_file')]),
                 ])  # fmt: skip
 

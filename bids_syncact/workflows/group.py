@@ -19,9 +19,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bids_syncact.bids.annotations import annotation_sidecar, write_annotations
+from bids_syncact.bids.annotations import NOT_TESTED, annotation_sidecar, write_annotations
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import write_table
+from bids_syncact.bids.participant_nulls import SubjectNulls, read_subject_nulls
 from bids_syncact.bids.participant_outputs import (
     SAME_SETTINGS,
     ParticipantMap,
@@ -29,19 +30,24 @@ from bids_syncact.bids.participant_outputs import (
 )
 from bids_syncact.bids.references import ReferenceNetworks, load_reference_networks
 from bids_syncact.config import Config
-from bids_syncact.core.annotation import Annotation, annotate
+from bids_syncact.core.annotation import NO_LABEL, annotate
+from bids_syncact.core.calibration import (
+    LABEL_LEVEL,
+    N_GROUP_DRAWS,
+    GroupInference,
+    cnn_similarity_null,
+    draw_null_indices,
+    group_inference,
+    subject_inference,
+)
 from bids_syncact.core.group import (
     N_PERMUTATIONS,
     consistency,
     leave_one_out_consistency,
     sign_flip_group_map,
 )
-from bids_syncact.core.similarity import (
-    SIMILARITY_CAP,
-    cnn_similarity,
-    correlate_with_accuracy,
-    layer_similarity,
-)
+from bids_syncact.core.nulls import FWE_LEVEL
+from bids_syncact.core.similarity import correlate_with_accuracy
 from bids_syncact.errors import InputDataError, NothingSelectedError
 from bids_syncact.reports.render import natural_key
 
@@ -73,7 +79,7 @@ def run_group_level(config: Config) -> int:
         LOGGER.warning('--cnn-accuracy names %s, which no participant output has: ignored',
                        ', '.join(unknown))  # fmt: skip
     references: dict[tuple, ReferenceNetworks] = {}
-    best_p: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    inferred: dict[str, dict[str, dict[str, GroupInference]]] = {}
     weights: dict[str, dict[str, Any]] = {}
     for key, items in sorted(groups.items(), key=_layer_order):
         task, _, _, cnn, layer = key
@@ -85,26 +91,32 @@ def run_group_level(config: Config) -> int:
                 config.coupling.reference_networks, template, mask=group_mask
             )
         reference = references[grid]
+        nulls = read_subject_nulls(items, reference.name)
         result = group_layer(stacked, reference.in_mask(group_mask), reference.names,
                              seed=config.execution.random_seed)  # fmt: skip
+        inference = None
+        if nulls is not None:
+            indices = draw_null_indices(nulls.n_nulls, seed=config.execution.random_seed)
+            inference = group_inference(nulls.statistics, indices)
+            result['labels'] = [nulls.networks[b] if ok else NO_LABEL
+                                for b, ok in zip(inference.best, inference.labelled, strict=True)]  # fmt: skip
+            result['same_label'] = same_subject_label(nulls, inference)
         write_group_layer(
-            config.output_dir,
-            items,
-            result,
-            group_mask,
-            template,
-            reference,
-            seed=config.execution.random_seed,
-        )
+            config.output_dir, items, result, group_mask, template, reference,
+            seed=config.execution.random_seed, inference=inference, nulls=nulls,
+        )  # fmt: skip
         name = items[0].sidecar.get('CNN', cnn)  # torchvision's name (vgg11_bn, not vgg11bn)
-        best_p.setdefault(task, {}).setdefault(name, {})[items[0].sidecar.get('Layer', layer)] = (
-            result['best_p']
-        )
+        if inference is not None:
+            module = items[0].sidecar.get('Layer', layer)
+            inferred.setdefault(task, {}).setdefault(name, {})[module] = inference
         weights[name] = items[0].sidecar.get('Weights', {})
         print(f'  task-{task} cnn-{cnn} layer-{layer}: {group_mask.sum()} voxels, labels '
-              f'{_label_counts(result["annotations"])}')  # fmt: skip
+              f'{_label_counts(result.get("labels"))}')  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
-    for task, by_cnn in best_p.items():
+    if not inferred:
+        LOGGER.warning('The participant level ran with --n-nulls 0: no group labels and no '
+                       'brain similarity (both need the subjects\' nulls)')  # fmt: skip
+    for task, by_cnn in inferred.items():
         write_similarity(config, task, by_cnn, weights, subjects)
     from bids_syncact.reports.run import group_report
 
@@ -210,8 +222,8 @@ def group_layer(
     -------
     dict
         ``t`` and ``logp_fwe`` ``(K, n_voxels)``, ``consistency`` ``(K,)``, ``consistency_n``
-        ``(K,)``, ``annotations`` (K Annotation), ``best_p`` ``(K,)`` (each unit's smallest
-        annotation p), and the flips (``n_flips``, ``exact``, ``smallest_p``).
+        ``(K,)``, ``annotations`` (K descriptive Annotation of the t maps), and the flips
+        (``n_flips``, ``exact``, ``smallest_p``).
     """
     n_units, _, n_voxels = stacked.shape
     t = np.empty((n_units, n_voxels), dtype=np.float32)
@@ -227,15 +239,23 @@ def group_layer(
                  'smallest_p': group.smallest_p}  # fmt: skip
         # no t where every subject is zero: no evidence, the same as t = 0 for the top 5%
         annotations.append(annotate(np.nan_to_num(group.t, nan=0.0), networks, names))
-    best_p = np.array([a.best_p for a in annotations])
     return {'t': t, 'logp_fwe': logp, 'consistency': values, 'consistency_n': counts,
-            'annotations': annotations, 'best_p': best_p, **flips}  # fmt: skip
+            'annotations': annotations, **flips}  # fmt: skip
+
+
+def same_subject_label(nulls: SubjectNulls, inference: GroupInference) -> list[int]:
+    """Return per cluster how many subjects label it, at their level, with its group network."""
+    count = np.zeros(len(inference.best), dtype=int)
+    for stats in nulls.statistics:
+        subject = subject_inference(stats)
+        count += subject.labelled & (subject.best == inference.best)
+    return count.tolist()
 
 
 def write_group_layer(
     output_dir: Path, items: Sequence[ParticipantMap], result: Mapping[str, Any],
     group_mask: np.ndarray, template: nib.Nifti1Image, reference: ReferenceNetworks, *,
-    seed: int,
+    seed: int, inference: GroupInference | None = None, nulls: SubjectNulls | None = None,
 ) -> None:  # fmt: skip
     """Write the group t and -log10 p(FWE) maps and the group annotations, with sidecars."""
     first = items[0]
@@ -263,6 +283,11 @@ def write_group_layer(
         'ExactPermutationTest': result['exact'],
         'SmallestPossiblePValue': result['smallest_p'],
         'RandomSeed': seed,
+        'FWEReachable': result['smallest_p'] < FWE_LEVEL,
+        'FWEReachableDescription': (
+            f'with n subjects a sign-flip test has 2^n flips, so its p is at least 1/2^(n-1) '
+            f'(two-sided): {FWE_LEVEL:g} cannot be reached below 6 subjects'
+        ),
     }
     mask_img = _mask_image(group_mask, template)
     descriptions = {
@@ -289,37 +314,84 @@ def write_group_layer(
         data = boldmap_bytes(result['t' if stat == 't' else 'logp_fwe'], mask_img, stat, dof)
         write_boldmap(output_dir / f'{prefix}_stat-{stat}_desc-group_boldmap.nii.gz', data,
                       sidecar)  # fmt: skip
-    annotation_meta = annotation_sidecar(common, reference, 'group t map (stat-t)')
+    n_nulls = nulls.n_nulls if nulls is not None else []
+    annotation_meta = annotation_sidecar(common, reference, 'group t map (stat-t), descriptive',
+                                         n_nulls=min(n_nulls, default=0))  # fmt: skip
     annotation_meta['Columns'] |= {
         'consistency': 'leave-one-out consistency of the unit (see the stat-t sidecar)',
         'consistency_n': 'subjects in the consistency',
     }
+    per_unit: dict[str, list] = {'consistency': list(result['consistency']),
+                                 'consistency_n': [int(n) for n in result['consistency_n']]}  # fmt: skip
+    per_network = {}
+    if inference is None:
+        labels = [NOT_TESTED] * len(result['annotations'])
+        annotation_meta['Description'] = (
+            "Each cluster's group t map against each reference network, descriptive only: the "
+            'participant level ran with --n-nulls 0, so there is no group null and every label '
+            'is n/a. ' + annotation_meta['Description'].split('; ', 1)[-1]
+        )
+    else:
+        labels = result['labels']
+        per_unit |= {'p': inference.p.tolist(), 'n_subjects_same_label': result['same_label']}
+        per_network['statistic_z'] = inference.z
+        annotation_meta |= group_null_sidecar(nulls, inference)
+        annotation_meta['Columns'] |= {
+            'p': '(1 + #{draws >= group statistic}) / (1 + draws): the group null',
+            'n_subjects_same_label': 'subjects whose own (subject-level) label is the group '
+                                     'label\'s network',
+            'statistic_z': "the subjects' standardized statistics of their real maps, averaged",
+            'n_top': '|F| of the group t map (descriptive columns from here on)',
+        }  # fmt: skip
     write_annotations(
         output_dir / f'{prefix}_desc-group_annotations.tsv', first.sidecar['UnitIndices'],
-        result['annotations'],
-        annotation_meta | {
-            'BrainSimilarity': layer_similarity(result['best_p']),
-            'BrainSimilarityDescription': (
-                'mean over the units of min(-log10 p, '
-                f'{SIMILARITY_CAP:g}) of their best network (an empty map counts 0)'),
-        },
-        per_unit={'consistency': list(result['consistency']),
-                  'consistency_n': [int(n) for n in result['consistency_n']]},
+        result['annotations'], annotation_meta, labels=labels, per_unit=per_unit,
+        per_network=per_network,
     )  # fmt: skip
 
 
+def group_null_sidecar(nulls: SubjectNulls, inference: GroupInference) -> dict[str, Any]:
+    """Return what the group annotation's sidecar says about its test."""
+    return {
+        'GroupTest': (
+            'Group labels tested against a group null (Stelzer, Chen and Turner 2013, '
+            "NeuroImage 65): each subject's statistic of its real map and of each null map, "
+            'standardized over its maps per network, is averaged over subjects, max over '
+            'networks; each draw picks one null map per subject independently (seeded, the '
+            'same draws for every cluster and layer). Label = the network of the group '
+            f'statistic when p < {LABEL_LEVEL:g}, else none. This tests the global null (no '
+            'subject couples), a fixed-effects question, not population inference (Allefeld, '
+            'Gorgen and Haynes 2016, NeuroImage 141): n_subjects_same_label says how many '
+            'subjects carry the label themselves. The t-map columns (n_top to correlation) '
+            'are descriptive. An empty map counts as the lowest statistic (0) in the averages'
+        ),
+        'GroupNull': 'one null map per subject per draw, independent across subjects',
+        'NumberOfDraws': len(inference.null),
+        'NullsPerSubject': nulls.n_nulls,
+        'Statistic': nulls.statistic,
+        'ReferenceNetworksChecksum': nulls.reference_checksum,
+        'BrainSimilarityLayer': float(np.mean(inference.statistic)),
+        'BrainSimilarityLayerDescription': (
+            'the mean over clusters of their group statistics (before standardization against '
+            'the draws; the CNN score in the similarity is)'
+        ),
+    }
+
+
 def write_similarity(
-    config: Config, task: str, best_p: Mapping[str, Mapping[str, np.ndarray]],
+    config: Config, task: str, inferred: Mapping[str, Mapping[str, GroupInference]],
     weights: Mapping[str, Mapping[str, Any]], subjects: Sequence[str],
 ) -> None:  # fmt: skip
     """Print each CNN's brain similarity; with two or more CNNs write ``similarity.tsv``."""
     rows = []
-    for cnn, layers in best_p.items():
-        scores = {layer: layer_similarity(p) for layer, p in layers.items()}
-        score, best_layer = cnn_similarity(scores)
-        rows.append({'cnn': cnn, 'similarity': score, 'best_layer': best_layer,
-                     'n_units': len(next(iter(layers.values())))})  # fmt: skip
-        print(f'  task-{task} cnn-{cnn}: brain similarity {score:.3f} (layer {best_layer})')
+    for cnn, layers in inferred.items():
+        result = cnn_similarity_null(layers)
+        rows.append({'cnn': cnn, 'similarity': result.score, 'null_low': result.null_low,
+                     'null_high': result.null_high, 'best_layer': result.best_layer,
+                     'n_units': len(next(iter(layers.values())).statistic)})  # fmt: skip
+        print(f'  task-{task} cnn-{cnn}: brain similarity {result.score:.2f} (layer '
+              f'{result.best_layer}; null 95% interval {result.null_low:.2f} to '
+              f'{result.null_high:.2f})')  # fmt: skip
     if len(rows) < 2:
         return
     for row in rows:
@@ -329,22 +401,27 @@ def write_similarity(
     table = pd.DataFrame(rows)
     sidecar: dict[str, Any] = {
         'Description': (
-            'Brain similarity of each CNN: per layer the mean over its units of -log10 p of the '
-            f'unit\'s best network in the group annotation (capped at {SIMILARITY_CAP:g}), the '
-            'max over layers; and its ImageNet top-1 accuracy (%)'
+            'Brain similarity of each CNN against the group null: per layer the mean over its '
+            'clusters of their group statistics; the max over layers, standardized by the mean '
+            'and SD of that same max over the group null draws (the same draws for every '
+            'cluster and layer), so 0 in expectation without coupling whatever the number of '
+            'layers; and its ImageNet top-1 accuracy (%). A fixed-effects score of the subjects '
+            'tested, not a population estimate'
         ),
         'Subjects': list(subjects),
         'Columns': {
             'cnn': 'torchvision architecture',
-            'similarity': 'brain similarity: max over layers of the mean over units of '
-                          f'min(-log10 p, {SIMILARITY_CAP:g}); a unit with an empty map counts 0',
-            'best_layer': 'the layer (module name) that gives it',
-            'n_units': 'units per layer (--max-units)',
+            'similarity': 'brain similarity, in SDs of its null (0: no coupling)',
+            'null_low': '2.5% quantile of the standardized null draws',
+            'null_high': '97.5% quantile of the standardized null draws',
+            'best_layer': 'the layer (module name) of the max',
+            'n_units': 'clusters per layer (--max-units)',
             'imagenet_top1': "ImageNet-1K top-1 accuracy (%): torchvision's weights metadata "
                              '(acc@1) or --cnn-accuracy; n/a for random weights',
             'accuracy_source': 'where the accuracy comes from (the weights enum)',
             'descriptive': 'fewer than 5 CNNs: the correlation is descriptive only',
         },
+        'NumberOfDraws': N_GROUP_DRAWS,
         'RandomSeed': config.execution.random_seed,
         'SoftwareVersions': software_versions(),
     }  # fmt: skip
@@ -412,8 +489,10 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _label_counts(annotations: Sequence[Annotation]) -> str:
+def _label_counts(labels: Sequence[str] | None) -> str:
+    if labels is None:
+        return 'n/a (no nulls)'
     counts: dict[str, int] = {}
-    for annotation in annotations:
-        counts[annotation.label] = counts.get(annotation.label, 0) + 1
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
     return ', '.join(f'{label} {n}' for label, n in sorted(counts.items()))

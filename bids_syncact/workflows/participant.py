@@ -16,7 +16,7 @@ from typing import Any
 from bids_syncact import __version__
 from bids_syncact.bids.discovery import RunPlan, discover
 from bids_syncact.bids.io import atomic_write_json
-from bids_syncact.config import Config
+from bids_syncact.config import DEFAULT_N_NULLS, Config
 from bids_syncact.errors import InputDataError, SyncActError
 
 LOGGER = logging.getLogger('bids_syncact.participant')
@@ -63,15 +63,14 @@ def process_runs(config: Config, plans: Sequence[RunPlan]) -> int:
         cnn: prepare_cnn(cnn, config.cnn, config.stimulus, seed=config.execution.random_seed)
         for cnn in config.cnn.cnn
     }
-    if not config.cnn.features_only:
-        check_coupling_inputs(config, plans)
+    n_nulls = {} if config.cnn.features_only else check_coupling_inputs(config, plans)
     sha256_of = stimulus_hashes(plans)
     write_dataset_description(
         config.output_dir, config.inputs.bids_dir, config.inputs.fmriprep_dir
     )
     workflow, sync_nodes = init_stimulus_wf(config, plans, prepared, sha256_of)
     if not config.cnn.features_only:
-        add_coupling_nodes(workflow, config, plans, prepared, sync_nodes)
+        add_coupling_nodes(workflow, config, plans, prepared, sync_nodes, n_nulls)
     try:
         run_workflow(workflow, config)
     except SyncActError:
@@ -110,13 +109,18 @@ def write_reports(config: Config, plans: Sequence[RunPlan], *, best_effort: bool
         print(f'Report: {report}')
 
 
-def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
+def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> dict[tuple[str, str], int]:
     """Refuse, before any work, inputs that denoising, coupling or annotation cannot use.
 
     Every mask is read and every BOLD header, on one grid per subject and task. The reference
     networks are read once. Each run's confounds are loaded as its denoising
     node will load them (degrees of freedom, columns, row count); per subject and task the kept
     samples must allow the cross-validation folds, and every run ``--n-nulls`` distinct shifts.
+
+    Returns
+    -------
+    dict
+        The nulls of each (subject, task): :func:`nulls_for_runs`.
 
     Raises
     ------
@@ -127,7 +131,6 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     from bids_syncact.bids.discovery import by_subject_and_task
     from bids_syncact.bids.references import load_reference_networks
     from bids_syncact.core.fbn import sample_clock
-    from bids_syncact.core.nulls import draw_shifts
     from bids_syncact.core.selection import blocked_folds
 
     coupling = config.coupling
@@ -138,6 +141,7 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
     # the reference networks, read once on the first grid: a bad name, file or TSV is refused
     # here, not by every annotation node at the end
     load_reference_networks(coupling.reference_networks, next(iter(masks.values())))
+    n_nulls: dict[tuple[str, str], int] = {}
     for (subject, task), group in by_subject_and_task(plans).items():
         specs = [
             clean_spec_for_run(
@@ -152,9 +156,49 @@ def check_coupling_inputs(config: Config, plans: Sequence[RunPlan]) -> None:
                 blocked_folds(*sample_clock(specs))
             except InputDataError as err:
                 raise InputDataError(f'sub-{subject} task-{task}: {err}') from None
-        if coupling.n_nulls:
-            draw_shifts([s.n_vols for s in specs], [s.t_r for s in specs], coupling.n_nulls,
-                        seed=config.execution.random_seed, names=[s.name for s in specs])  # fmt: skip
+        n_nulls[subject, task] = nulls_for_runs(  # the refusals name the run
+            specs, coupling.n_nulls, seed=config.execution.random_seed
+        )
+    return n_nulls
+
+
+def nulls_for_runs(specs: Sequence[Any], requested: int | None, *, seed: int) -> int:
+    """Return how many nulls a subject's runs get (DESIGN.md 2.4).
+
+    ``requested`` None (the default): ``DEFAULT_N_NULLS``, or the largest N >= 20 that every
+    run allows (distinct circular shifts at least 60 s from zero), with a warning. A number:
+    exactly that, or refused. 0: none.
+
+    Raises
+    ------
+    InputDataError
+        When the runs cannot give the number asked, or fewer than 20 nulls by default.
+    """
+    from bids_syncact.core.calibration import MIN_NULLS_FOR_LABELS
+    from bids_syncact.core.nulls import MIN_SHIFT_S, allowed_shifts, draw_shifts
+
+    if requested == 0:
+        return 0
+    if requested is not None:
+        draw_shifts([s.n_vols for s in specs], [s.t_r for s in specs], requested, seed=seed,
+                    names=[s.name for s in specs])  # fmt: skip
+        return requested
+    fewest = min(allowed_shifts(s.n_vols, s.t_r).size for s in specs)
+    if fewest >= DEFAULT_N_NULLS:
+        return DEFAULT_N_NULLS
+    if fewest < MIN_NULLS_FOR_LABELS:
+        shortest = min(specs, key=lambda s: allowed_shifts(s.n_vols, s.t_r).size)
+        raise InputDataError(
+            f'{shortest.name}: {shortest.n_vols} volumes at TR {shortest.t_r:g} s allow only '
+            f'{fewest} distinct circular shifts at least {MIN_SHIFT_S:g} s from zero, fewer than '
+            f'the {MIN_NULLS_FOR_LABELS} nulls that labels need; pass --n-nulls 0 to turn '
+            'inference off (labels n/a)'
+        )
+    LOGGER.warning('%s: the runs allow only %d distinct circular shifts at least %g s from '
+                   'zero: %d nulls instead of %d (the smallest p is then %.3f)',
+                   specs[0].name.split('_run-')[0], fewest, MIN_SHIFT_S, fewest,
+                   DEFAULT_N_NULLS, 1 / (1 + fewest))  # fmt: skip
+    return fewest
 
 
 def plan_document(config: Config, plans: Sequence[RunPlan]) -> dict[str, Any]:

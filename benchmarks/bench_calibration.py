@@ -1,0 +1,220 @@
+"""Calibration of the labels against the data's own nulls, on structured nulls (issue 18).
+
+Draws many independent structured-null datasets (``tests/structured_null.py``: resting-state
+BOLD with slow network-shaped fluctuations, confounds, a movie's synchronized activations with
+its onset transient, no coupling), fits each as :func:`~bids_syncact.core.fbn.fit_layer` does
+(``alpha`` by blocked cross-validation, 99 circular-shift nulls), and reports how often the
+calibrated subject p (:func:`~bids_syncact.core.calibration.subject_inference`) labels a cluster:
+one cluster chosen before the fit per dataset, and all clusters; the p-values' histogram, the
+fractions below 0.05 and 0.1, and a KS distance to the uniform on the grid ``k / (N + 1)``. Both
+statistics (``logp`` and ``enrichment``) come from the same null maps. The group level draws
+``--group`` subjects per dataset and tests them with the group null.
+
+Variants (``--variants``), to find what makes the nulls and the real map differ:
+
+* ``current``: what :func:`fit_layer` does (circular shifts of each run's raw ``D``, alpha
+  chosen on the real data, nulls at that alpha);
+* ``fixed``: alpha fixed at ``--alpha`` for the real map and the nulls (no choice on the data);
+* ``pernull``: alpha chosen again by cross-validation on every null (costly);
+* ``notransient``: the movie already on at the first volume (no blank, no onset transient);
+* ``reflect``, ``movie``: other shift schemes (:func:`bids_syncact.core.nulls.shift_runs`).
+
+The null loop is written out here (clean, solve, statistic) so that several variants and both
+statistics share one set of data; ``--check`` confirms it gives :func:`fit_layer`'s statistics.
+
+Usage: ``python benchmarks/bench_calibration.py [--n-datasets 200] [--workers 2]
+[--variants current fixed] [--group 3] [--out benchmarks/results_calibration.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bids_syncact.core import nulls  # noqa: E402
+from bids_syncact.core.calibration import (  # noqa: E402
+    STATISTICS,
+    draw_null_indices,
+    group_inference,
+    network_statistics,
+    subject_inference,
+)
+from bids_syncact.core.coupling import sparse_code  # noqa: E402
+from bids_syncact.core.fbn import clean_dictionary, fit_layer, sample_clock  # noqa: E402
+from bids_syncact.core.selection import choose_alpha  # noqa: E402
+from tests.structured_null import NullSpec, Plant, make_dataset  # noqa: E402
+
+N_NULLS = 99
+VARIANTS = ('current', 'fixed', 'pernull', 'notransient', 'reflect', 'movie')
+
+
+def _spec(variant: str, base: NullSpec) -> NullSpec:
+    if variant == 'notransient':
+        return replace(base, onset_s=-60.0)  # the movie began a minute before the first volume
+    return base
+
+
+def null_stats(
+    sub, networks: np.ndarray, *, variant: str, alpha_fixed: float, seed: int, n_nulls: int
+) -> dict:
+    """Return both statistics of the real map (index 0) and every null map, and the alphas."""
+    D = clean_dictionary(sub.raw_runs, sub.specs)
+    times, runs = sample_clock(sub.specs)
+    if variant == 'fixed':
+        alpha = alpha_fixed
+    else:
+        alpha = choose_alpha(D, sub.S, times, runs, seed=seed, n_threads=1).alpha
+    scheme = {'reflect': 'reflect', 'movie': 'movie'}.get(variant, 'circular')
+    shifts = nulls.draw_shifts([len(r) for r in sub.raw_runs], [s.t_r for s in sub.specs],
+                               n_nulls, seed=seed)  # fmt: skip
+    maps = [sparse_code(D, sub.S, alpha, n_threads=1)]
+    alphas = [alpha]
+    for row in shifts:
+        Dn = clean_dictionary(_shift(sub, row, scheme), sub.specs)
+        a = alpha
+        if variant == 'pernull':
+            a = choose_alpha(Dn, sub.S, times, runs, seed=seed, n_threads=1).alpha
+        alphas.append(a)
+        maps.append(sparse_code(Dn, sub.S, a, n_threads=1))
+    out = {'alphas': np.array(alphas), 'nonzero': np.array([(m != 0).sum(1) for m in maps])}
+    for statistic in STATISTICS:
+        out[statistic] = np.stack(
+            [network_statistics(m, networks, statistic=statistic) for m in maps]
+        )
+    return out
+
+
+def _shift(sub, row, scheme):
+    if scheme == 'circular':
+        return nulls.shift_runs(sub.raw_runs, row)
+    return nulls.shift_runs(sub.raw_runs, row, scheme=scheme)
+
+
+def one_dataset(job: tuple) -> dict:
+    """Fit one dataset's subjects under one variant; return p-values and diagnostics."""
+    seed, variant, base, n_group, alpha_fixed, plant = job
+    warnings.simplefilter('ignore', RuntimeWarning)  # KKT notes of the CV's smallest alphas
+    start = time.perf_counter()
+    ds = make_dataset(seed, n_subjects=max(1, n_group), spec=_spec(variant, base), plant=plant)
+    chosen = int(np.random.default_rng([seed, 7]).integers(base.n_units))
+    result = {'seed': seed, 'chosen': chosen}
+    per_subject = []
+    for i, sub in enumerate(ds.subjects):
+        per_subject.append(null_stats(sub, ds.layout.networks, variant=variant,
+                                      alpha_fixed=alpha_fixed, seed=seed + i, n_nulls=N_NULLS))  # fmt: skip
+    first = per_subject[0]
+    result['alpha'] = float(first['alphas'][0])
+    result['alpha_null_median'] = float(np.median(first['alphas'][1:]))
+    result['nonzero_real'] = first['nonzero'][0].tolist()
+    result['nonzero_null_mean'] = first['nonzero'][1:].mean(0).tolist()
+    for statistic in STATISTICS:
+        inf = subject_inference(first[statistic])
+        result[f'{statistic}_p'] = inf.p.tolist()
+        result[f'{statistic}_pfwe'] = inf.p_fwe.tolist()
+        result[f'{statistic}_best'] = inf.best.tolist()
+        if n_group > 1:
+            stats = [s[statistic] for s in per_subject]
+            idx = draw_null_indices([N_NULLS] * len(stats), seed=seed)
+            g = group_inference(stats, idx)
+            result[f'{statistic}_group_p'] = g.p.tolist()
+            result[f'{statistic}_group_best'] = g.best.tolist()
+            result[f'{statistic}_group_null_mean'] = g.null.mean(1).tolist()
+            result[f'{statistic}_group_stat_mean'] = float(np.mean(g.statistic))
+    result['seconds'] = time.perf_counter() - start
+    return result
+
+
+def uniform_ks(p: np.ndarray, n_nulls: int = N_NULLS) -> float:
+    """Return the largest gap between the p-values' CDF and the uniform on ``k / (N + 1)``."""
+    grid = np.arange(1, n_nulls + 2) / (n_nulls + 1)
+    p = np.asarray(p)
+    return float(np.max(np.abs(np.searchsorted(np.sort(p), grid, side='right') / p.size - grid)))
+
+
+def summarize(rows: list[dict], statistic: str, key: str = 'p') -> dict:
+    """Return the label rates and the p-values' distribution of one statistic."""
+    p_all = np.array([r[f'{statistic}_{key}'] for r in rows])  # (n_datasets, K)
+    chosen = p_all[np.arange(len(rows)), [r['chosen'] for r in rows]]
+    edges = [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
+    return {
+        'chosen_labelled': int((chosen < 0.05).sum()),
+        'chosen_below_0.1': int((chosen < 0.1).sum()),
+        'n_datasets': len(rows),
+        'all_labelled_fraction': float((p_all < 0.05).mean()),
+        'all_below_0.1_fraction': float((p_all < 0.1).mean()),
+        'ks_all': uniform_ks(p_all.ravel()),
+        'ks_chosen': uniform_ks(chosen),
+        'histogram_all': np.histogram(p_all.ravel(), edges)[0].tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--n-datasets', type=int, default=200)
+    parser.add_argument('--first-seed', type=int, default=0)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--variants', nargs='+', default=['current'], choices=VARIANTS)
+    parser.add_argument('--alpha', type=float, default=0.1, help="the 'fixed' variant's alpha")
+    parser.add_argument('--group', type=int, default=0, help='subjects per dataset (0: none)')
+    parser.add_argument('--plant', type=float, default=0.0, help='planted amplitude (0: null)')
+    parser.add_argument('--spec', nargs='*', default=[], help='NullSpec overrides, name=value')
+    parser.add_argument('--check', action='store_true', help="compare with fit_layer's stats")
+    parser.add_argument('--out', type=Path, default=None)
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.spec:
+        name, value = item.split('=')
+        overrides[name] = eval(value)  # a benchmark's own command line  # noqa: S307
+    base = NullSpec(**overrides)
+    plant = Plant(units=(0,), network=0, amplitude=args.plant) if args.plant else None
+    if args.check:
+        _check(base)
+    results = {'machine': platform.processor() or platform.machine(), 'spec': repr(base),
+               'n_nulls': N_NULLS, 'variants': {}}  # fmt: skip
+    seeds = range(args.first_seed, args.first_seed + args.n_datasets)
+    for variant in args.variants:
+        jobs = [(s, variant, base, args.group, args.alpha, plant) for s in seeds]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(args.workers) as pool:
+            rows = list(pool.map(one_dataset, jobs))
+        wall = time.perf_counter() - start
+        entry = {'wall_s': wall, 'alpha_auto_fraction_max': float(
+            np.mean([r['alpha'] >= 0.29 for r in rows]))}  # fmt: skip
+        for statistic in STATISTICS:
+            entry[statistic] = summarize(rows, statistic)
+            if args.group > 1:
+                entry[f'{statistic}_group'] = summarize(rows, statistic, 'group_p')
+        entry['rows'] = rows
+        results['variants'][variant] = entry
+        brief = {k: v for k, v in entry.items() if k != 'rows'}
+        print(variant, json.dumps(brief, indent=1), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + '\n')
+
+
+def _check(base: NullSpec) -> None:
+    """Assert that the loop here gives :func:`fit_layer`'s statistics on one dataset."""
+    ds = make_dataset(0, spec=base)
+    sub = ds.subjects[0]
+    mine = null_stats(sub, ds.layout.networks, variant='current', alpha_fixed=0.1, seed=0,
+                      n_nulls=N_NULLS)  # fmt: skip
+    for statistic in STATISTICS:
+        fit = fit_layer(sub.raw_runs, sub.specs, sub.S, alpha=None, n_nulls=N_NULLS, seed=0,
+                        n_threads=1, networks=ds.layout.networks, statistic=statistic)  # fmt: skip
+        np.testing.assert_array_equal(fit.network_stats, mine[statistic])
+    print('check: the loop here gives fit_layer network_stats exactly', flush=True)
+
+
+if __name__ == '__main__':
+    main()
