@@ -79,8 +79,9 @@ def test_each_unit_is_annotated_and_pybids_finds_the_table(tmp_path, rng):
     assert (table['p_fwe'] >= table['p']).all()
     # the null table holds the real map (0) and each null, per unit and network, and reads back
     null_path = null_annotations_path(path)
-    statistic, units, names, max_abs = read_null_annotations(null_path)
-    assert statistic.shape == (40, len(UNITS), 13) and units == UNITS
+    statistic, units, _names, max_abs = read_null_annotations(null_path)
+    assert statistic.shape == (40, len(UNITS), 13)
+    assert units == UNITS
     saved = np.load(stats)
     np.testing.assert_allclose(statistic, saved['statistic'], rtol=1e-8)
     np.testing.assert_allclose(max_abs, saved['max_abs_coef'], rtol=1e-8)
@@ -137,10 +138,12 @@ def test_without_nulls_labels_are_na_and_say_why(tmp_path, rng):
     ).run(cwd=str(tmp_path))  # fmt: skip
     table = pd.read_csv(path, sep='\t', keep_default_na=False)
     assert set(table['label']) == {'n/a'}
-    assert 'p' not in table.columns and not table['is_label'].any()
+    assert 'p' not in table.columns
+    assert not table['is_label'].any()
     # the descriptive columns are still there: the visual unit overlaps Visual
     visual = table[(table.unit == 7) & (table.network == 'Visual')]
     assert float(visual['enrichment'].iloc[0]) > 3
     meta = json.loads(path.with_suffix('.json').read_text())
-    assert meta['NumberOfNulls'] == 0 and '--n-nulls 0' in meta['Description']
+    assert meta['NumberOfNulls'] == 0
+    assert '--n-nulls 0' in meta['Description']
     assert not stale.exists()
