@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run_app(group)
     if code == 0:
         print(group_labels_report(out, truth))
+        print(label_count_report(out, truth, spec))
         print(f'Demo finished.\n  dataset:      {root}\n  ground truth: '
               f'{root / "sourcedata" / "groundtruth"}\n  plan:         {work / "plan.json"}\n'
               f'  outputs:      {out}')  # fmt: skip
@@ -400,6 +401,56 @@ def group_labels_report(out: Path, truth: dict) -> str:
     lines = [f'Group-level labels of the planted units ({truth["CNN"]} {truth["Layer"]}):']
     lines += [f'{unit:>6} planted {planted:<18} labelled {label}'
               for unit, (planted, label) in labels.items()]  # fmt: skip
+    return '\n'.join(lines)
+
+
+#: A labelled unit this correlated with a planted one (|r| of the synchronized activations,
+#: sub-01's runs stacked) is explained by it.
+TWIN_CORRELATION = 0.9
+
+
+def label_counts(out: Path, truth: dict, spec: DemoSpec) -> dict[str, tuple[int, int, int]]:
+    """Return per group annotation table: clusters, labelled ones, and labelled ones unexplained.
+
+    A labelled unit is explained when it is planted or its synchronized activations correlate
+    above ``TWIN_CORRELATION`` (in |r|) with a planted unit's.
+    """
+    func = out / f'sub-{spec.subjects[0]}' / 'func'
+    planted_layer = bids_label(truth['Layer'])
+
+    def activations(layer: str) -> pd.DataFrame:
+        runs = sorted(func.glob(f'*_cnn-{truth["CNN"]}_layer-{layer}_desc-sync_timeseries.tsv'))
+        return pd.concat([pd.read_csv(r, sep='\t').drop(columns='acquisition_time')
+                          for r in runs], ignore_index=True)  # fmt: skip
+
+    planted = activations(planted_layer)[[str(u) for u in truth['Units']]].to_numpy()
+    counts = {}
+    for path in sorted(out.glob(f'task-*_cnn-{truth["CNN"]}_layer-*_desc-group_annotations.tsv')):
+        layer = path.name.split('_layer-')[1].split('_')[0]
+        table = pd.read_csv(path, sep='\t', keep_default_na=False).drop_duplicates('unit')
+        labelled = [int(u) for u, lab in zip(table['unit'], table['label'], strict=True)
+                    if lab not in ('none', 'n/a')]  # fmt: skip
+        unexplained = 0
+        if labelled:
+            mine = activations(layer)[[str(u) for u in labelled]].to_numpy()
+            r = np.corrcoef(mine.T, planted.T)[: len(labelled), len(labelled) :]
+            for i, unit in enumerate(labelled):
+                is_planted = layer == planted_layer and unit in truth['Units']
+                unexplained += not is_planted and not (np.abs(r[i]) > TWIN_CORRELATION).any()
+        counts[layer] = (len(table), len(labelled), unexplained)
+    return counts
+
+
+def label_count_report(out: Path, truth: dict, spec: DemoSpec) -> str:
+    """Say how many units the group level labels, and how many no planted unit explains."""
+    counts = label_counts(out, truth, spec)
+    total = sum(c[1] for c in counts.values())
+    unexplained = sum(c[2] for c in counts.values())
+    lines = [(f'Group-level labels, all layers: {total} of {sum(c[0] for c in counts.values())} '
+             f'units labelled; {unexplained} of them neither planted nor correlated above '
+             f'{TWIN_CORRELATION:g} with a planted unit')]  # fmt: skip
+    lines += [f'  layer {layer}: {n_labelled} of {n} labelled, {n_other} unexplained'
+              for layer, (n, n_labelled, n_other) in counts.items()]  # fmt: skip
     return '\n'.join(lines)
 
 

@@ -13,66 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from bids_syncact.core.similarity import (
-    SIMILARITY_CAP,
-    AccuracyCorrelation,
-    cnn_similarity,
-    correlate_with_accuracy,
-    layer_similarity,
-)
-
-# --------------------------------------------------------------------------------------------
-# layer_similarity, cnn_similarity
-
-
-def test_layer_similarity_caps_at_ten():
-    assert SIMILARITY_CAP == 10.0
-    assert layer_similarity(np.array([1e-30])) == 10.0
-    assert layer_similarity(np.array([0.0])) == 10.0
-    assert layer_similarity(np.array([1e-10])) == pytest.approx(10.0)
-
-
-def test_layer_similarity_p_one_is_zero():
-    assert layer_similarity(np.array([1.0, 1.0])) == 0.0
-
-
-def test_layer_similarity_is_mean_over_units():
-    best_p = np.array([1e-2, 1e-4, 1e-30, 1.0])
-    assert layer_similarity(best_p) == pytest.approx((2.0 + 4.0 + 10.0 + 0.0) / 4.0)
-
-
-def test_layer_similarity_nan_counts_as_zero_in_the_mean():
-    # NaN is not dropped: it scores 0 and still counts as a unit.
-    assert layer_similarity(np.array([1e-4, np.nan])) == pytest.approx(2.0)
-    assert layer_similarity(np.array([np.nan, np.nan])) == 0.0
-
-
-def test_layer_similarity_custom_cap():
-    assert layer_similarity(np.array([1e-30, 1e-3]), cap=5.0) == pytest.approx(4.0)
-
-
-@pytest.mark.parametrize('bad', [np.array([]), np.ones((2, 2)) * 0.5, np.array([-0.1]),
-                                 np.array([1.5])])  # fmt: skip
-def test_layer_similarity_rejects(bad):
-    with pytest.raises(ValueError):  # noqa: PT011
-        layer_similarity(bad)
-
-
-def test_cnn_similarity_picks_the_max_layer():
-    assert cnn_similarity({'conv1': 0.3, 'conv3': 1.7, 'fc7': 0.9}) == (1.7, 'conv3')
-
-
-def test_cnn_similarity_ties_go_to_the_first_layer():
-    assert cnn_similarity({'a': 0.0, 'b': 2.0, 'c': 2.0}) == (2.0, 'b')
-    assert cnn_similarity({'only': 0.0}) == (0.0, 'only')
-
-
-def test_cnn_similarity_rejects_empty_and_nan():
-    with pytest.raises(ValueError, match='at least one layer'):
-        cnn_similarity({})
-    with pytest.raises(ValueError, match='NaN'):
-        cnn_similarity({'a': 1.0, 'b': math.nan})
-
+from bids_syncact.core.similarity import AccuracyCorrelation, correlate_with_accuracy
 
 # --------------------------------------------------------------------------------------------
 # correlate_with_accuracy: independent brute force

@@ -1,10 +1,7 @@
-"""Brain similarity of CNNs and its correlation with ImageNet accuracy (DESIGN.md 2.6).
+"""The correlation of CNNs' brain similarity with their ImageNet accuracy (DESIGN.md 2.6).
 
-The brain similarity of a layer is the mean over its units of ``-log10 p`` of the unit's best
-network (its smallest uncorrected hypergeometric p over the networks), capped at
-``SIMILARITY_CAP``, at a fixed number of units; that of a CNN is the largest over its layers.
-
-With three or more CNNs the similarities are correlated with the CNNs' top-1 accuracies: Pearson
+The brain similarity itself is tested against the group null in
+:func:`bids_syncact.core.calibration.cnn_similarity_null`. With three or more CNNs the similarities are correlated with the CNNs' top-1 accuracies: Pearson
 and Spearman r (Spearman is Pearson on average ranks), each with a two-sided permutation p (exact
 over all ``n!`` orderings of the accuracies when there are few CNNs, else seeded Monte Carlo) and
 a seeded percentile bootstrap interval over resampled CNNs. Fewer than ``DESCRIPTIVE_BELOW`` CNNs
@@ -15,16 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
-#: Largest ``-log10 p`` a unit contributes: one unit with p underflowing to zero cannot swamp a
-#: layer's mean.
-SIMILARITY_CAP = 10.0
 #: Fewer CNNs than this and the accuracy correlation is labelled descriptive.
 DESCRIPTIVE_BELOW = 5
 #: Fewest CNNs for which the accuracy correlation is computed at all.
@@ -39,74 +33,6 @@ _BLOCK = 65536
 # Second entries of the seed sequences: permutations and bootstrap draw independent streams.
 _PERMUTATION_STREAM = 0x9E57
 _BOOTSTRAP_STREAM = 0xB007
-
-
-def layer_similarity(best_p: np.ndarray, *, cap: float = SIMILARITY_CAP) -> float:
-    """Return a layer's brain similarity: the mean over units of ``min(-log10 p, cap)``.
-
-    Parameters
-    ----------
-    best_p : ndarray of shape (n_units,)
-        Each unit's smallest uncorrected hypergeometric p over the networks. The caller keeps
-        ``n_units`` fixed across layers and CNNs so the means compare.
-    cap : float
-        Largest contribution of one unit; ``p = 0`` contributes the cap.
-
-    Returns
-    -------
-    float
-        The mean score. A NaN p (a unit whose map is empty, so no overlap was tested) contributes
-        0, no evidence, and still counts in the mean.
-
-    Raises
-    ------
-    ValueError
-        When ``best_p`` is empty, not one-dimensional, or holds a p outside ``[0, 1]``.
-
-    Examples
-    --------
-    >>> layer_similarity(np.array([1e-30, 1e-2, 1.0, np.nan]))
-    3.0
-    """
-    p_units = np.asarray(best_p, dtype=np.float64)
-    if p_units.ndim != 1:
-        raise ValueError(f'best_p must be one-dimensional (n_units,), got shape {p_units.shape}')
-    if p_units.size == 0:
-        raise ValueError('best_p is empty: a layer needs at least one unit')
-    known = ~np.isnan(p_units)
-    if np.any((p_units[known] < 0.0) | (p_units[known] > 1.0 + 1e-9)):
-        raise ValueError('best_p holds a p-value outside [0, 1]')
-    scores_units = np.zeros_like(p_units)
-    with np.errstate(divide='ignore'):
-        scores_units[known] = -np.log10(p_units[known])
-    np.clip(scores_units, 0.0, cap, out=scores_units)
-    return float(np.mean(scores_units))
-
-
-def cnn_similarity(layer_scores: Mapping[str, float]) -> tuple[float, str]:
-    """Return a CNN's brain similarity, the largest layer score, and the layer that gives it.
-
-    Ties go to the first such layer in the mapping's order.
-
-    Raises
-    ------
-    ValueError
-        When there is no layer or a score is NaN.
-
-    Examples
-    --------
-    >>> cnn_similarity({'conv1': 0.5, 'conv2': 2.0, 'fc': 2.0})
-    (2.0, 'conv2')
-    """
-    if not layer_scores:
-        raise ValueError('a CNN needs at least one layer score')
-    best_score, best_layer = -math.inf, next(iter(layer_scores))
-    for layer, score in layer_scores.items():
-        if math.isnan(score):
-            raise ValueError(f'layer {layer!r} has a NaN brain similarity')
-        if score > best_score:
-            best_score, best_layer = float(score), layer
-    return best_score, best_layer
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bids_syncact.bids.annotations import STATISTIC_NAMES
 from bids_syncact.bids.io import atomic_write_text
 from bids_syncact.bids.participant_outputs import output_layout
-from bids_syncact.core.annotation import LABEL_LEVEL, TOP_FRACTION
+from bids_syncact.core.annotation import TOP_FRACTION
+from bids_syncact.core.calibration import LABEL_LEVEL, N_GROUP_DRAWS
 from bids_syncact.reports.render import fmt, natural_key, sidecar
 
 REFERENCES = """\
@@ -26,6 +28,13 @@ REFERENCES = """\
 - Marcel S, Rodriguez Y. Torchvision: the machine-vision package of Torch. ACM MM (2010).
 - Gorgolewski KJ, et al. Nipype: a flexible, lightweight and extensible neuroimaging data
   processing framework in Python. Frontiers in Neuroinformatics 5, 13 (2011).
+- Markello RD, Misic B. Comparing spatial null models for brain maps. NeuroImage 236, 118052
+  (2021).
+- Stelzer J, Chen Y, Turner R. Statistical inference and multiple testing correction in
+  classification-based multi-voxel pattern analysis (MVPA): random permutations and cluster
+  size control. NeuroImage 65, 69-82 (2013).
+- Allefeld C, Gorgen K, Haynes JD. Valid population inference for information-based imaging:
+  from the second-level t-test to prevalence inference. NeuroImage 141, 378-392 (2016).
 """
 #: The reference networks' own citations, added when they were used.
 NETWORK_REFERENCES = {
@@ -133,13 +142,26 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
             'and per unit a family-wise threshold from the maximum over voxels.'
         )
     if annotation:
+        n_nulls = annotation.get('NumberOfNulls') or 0
         text += (
             f' Each FBN was annotated with the {annotation.get("ReferenceNetworks")} reference '
             f'networks ({annotation.get("ReferenceNetworksDescription", "").rstrip(".")}): the '
-            f'top {TOP_FRACTION:.0%} absolute coefficients were tested for enrichment in each '
-            'network (one-sided hypergeometric test, Bonferroni over networks, labels at p < '
-            f'{LABEL_LEVEL:g}); the test treats voxels as independent, so labels of spatially '
-            'smooth maps are descriptive.'
+            f'top {TOP_FRACTION:.0%} absolute coefficients F were compared with each network '
+            f'by the {STATISTIC_NAMES.get(annotation.get("Statistic"), "statistic")} of their '
+            'overlap. '
+        )
+        text += (
+            "The same statistic was computed on each null map; each network's statistic was "
+            "standardized by its mean and SD over the real and null maps, and a unit's p was "
+            "the rank of its maximum over networks among the nulls' maxima, (1 + count) / "
+            f'(1 + {n_nulls}); units with p < {LABEL_LEVEL:g} were labelled with that network. '
+            'The hypergeometric p alone treats voxels as independent and is anti-conservative '
+            'for spatially smooth maps (Markello and Misic 2021, NeuroImage 236): it was '
+            'reported, not used.'
+            if n_nulls
+            else 'No null was computed (--n-nulls 0), so no unit was labelled: the hypergeometric '
+            'p treats voxels as independent and is anti-conservative for spatially smooth maps '
+            '(Markello and Misic 2021, NeuroImage 236).'
         )
     return text
 
@@ -157,9 +179,18 @@ def group_paragraph(meta: dict[str, Any]) -> str:
         "maximum |t| over voxels (as in nilearn's non_parametric_inference); the smallest "
         f'possible p was {fmt(meta.get("SmallestPossiblePValue"))}. Consistency was the mean '
         "over subjects of the spatial correlation of a subject's map with the mean of the "
-        'others (subjects with an empty map left out). Group maps were annotated like the '
-        "subjects' (on the t maps), and a CNN's brain similarity was the maximum over its "
-        'layers of the mean over units of -log10 p of the best network (capped at 10).'
+        'others (subjects with an empty map left out); with fewer than 6 subjects no voxel can '
+        'reach a family-wise p of 0.05. Group labels were tested against a group null (Stelzer, '
+        "Chen and Turner 2013, NeuroImage 65): the subjects' standardized annotation "
+        'statistics were averaged and maximised over networks, and compared with '
+        f'{meta.get("NumberOfDraws", N_GROUP_DRAWS)} draws of one null map per subject '
+        '(p = (1 + count) / (1 + draws), labels at p < 0.05). This tests the global null '
+        'that no subject couples, a fixed-effects question, not population inference '
+        "(Allefeld, Gorgen and Haynes 2016, NeuroImage 141). A CNN's brain similarity was the "
+        'maximum over its layers of the mean over units of their group statistics, '
+        'standardized by the mean and SD of that maximum over the same draws (0 in '
+        'expectation without coupling), with the 2.5-97.5% range of the draws as its null '
+        'interval.'
     )
 
 

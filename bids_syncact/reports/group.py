@@ -107,33 +107,23 @@ def _similarity(output_dir: Path, layout, t_maps, metas) -> list[dict[str, Any]]
         if tables:
             sections.append(_similarity_table(task, Path(tables[0].path)))
             continue
-        scores: dict[str, tuple[float, str]] = {}  # one CNN: from the group annotations
-        for f in t_maps:
-            if f.entities.get('task') != task:
-                continue
-            path = Path(f.path.replace('_stat-t_desc-group_boldmap.nii.gz',
-                                       '_desc-group_annotations.json'))  # fmt: skip
-            if path.is_file():
-                score = json.loads(path.read_text()).get('BrainSimilarity')
-                cnn, layer = metas[f.path].get('CNN'), metas[f.path].get('Layer')
-                if score is not None and score >= scores.get(cnn, (-1.0, ''))[0]:
-                    scores[cnn] = (score, layer)
-        rows = [{'cnn': cnn, 'similarity': fmt(score), 'best_layer': layer, 'accuracy': 'n/a',
-                 'source': 'one CNN: no comparison'} for cnn, (score, layer) in scores.items()]  # fmt: skip
-        sections.append({'task': task, 'rows': rows, 'png': None, 'descriptive': False,
-                         'caption': 'One CNN: the comparison with ImageNet accuracy needs two or '
-                                    'more.'})  # fmt: skip
+        sections.append({'task': task, 'rows': [], 'png': None, 'descriptive': False,
+                         'caption': 'No brain similarity: the participant level ran with '
+                                    '--n-nulls 0, and the similarity is tested against the '
+                                    "subjects' nulls."})  # fmt: skip
     return sections
 
 
 def _similarity_table(task: str, path: Path) -> dict[str, Any]:
     table = pd.read_csv(path, sep='\t')
     meta = json.loads(path.with_suffix('.json').read_text())
-    rows = [{'cnn': r.cnn, 'similarity': fmt(r.similarity), 'best_layer': r.best_layer,
-             'accuracy': fmt(r.imagenet_top1), 'source': r.accuracy_source}
-            for r in table.itertuples()]  # fmt: skip
+    rows = [{'cnn': r['cnn'], 'similarity': fmt(r['similarity']),
+             'interval': f"{fmt(r['null_low'])} to {fmt(r['null_high'])}",
+             'best_layer': r['best_layer'], 'accuracy': fmt(r.get('imagenet_top1')),
+             'source': r.get('accuracy_source', 'one CNN: no comparison')}
+            for r in table.to_dict('records')]  # fmt: skip
     correlation = meta.get('AccuracyCorrelation')
-    scored = table.dropna(subset=['imagenet_top1'])
+    scored = table.dropna(subset=['imagenet_top1']) if 'imagenet_top1' in table else table[:0]
     png, caption, descriptive = None, 'Fewer than 3 CNNs with an accuracy: no correlation.', False
     if correlation:
         caption = (

@@ -5,6 +5,7 @@ Built from the outputs alone (the sidecars record what ran), so ``--reports-only
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -164,9 +165,17 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
         'condition': fmt(meta.get('ConditionNumber')), 'n_units': len(units),
         'n_high_vif': len(high), 'alpha_png': alpha_png, 'glass': glass,
         'annotations': annotations,
-        'n_labelled': sum(a['label'] != 'none' for a in annotations),
+        'n_labelled': sum(a['label'] not in ('none', 'n/a') for a in annotations),
+        'n_nulls': _n_nulls(bids_file),
         'random': (meta.get('Weights') or {}).get('Kind') == 'none',
     }  # fmt: skip
+
+
+def _n_nulls(bids_file) -> int:
+    path = Path(bids_file.path.replace('_stat-coef_boldmap.nii.gz', '_annotations.json'))
+    if not path.is_file():
+        return 0
+    return int(json.loads(path.read_text()).get('NumberOfNulls') or 0)
 
 
 def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, str]]:
@@ -174,17 +183,17 @@ def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, s
     path = Path(bids_file.path).with_name(name)
     if not path.is_file():
         return []
-    table = pd.read_csv(path, sep='\t')
+    table = pd.read_csv(path, sep='\t', keep_default_na=False, na_values=['n/a'])
+    table['label'] = table['label'].fillna('n/a').astype(str)
     rows = []
     for unit, unit_rows in table.groupby('unit', sort=False):
-        labelled = unit_rows[unit_rows['is_label'].astype(str) == 'True']
-        # the label's row, else the smallest p with the core's tie-break (larger enrichment)
-        best = labelled.iloc[0] if len(labelled) else unit_rows.assign(
-            minus_enrichment=-unit_rows['enrichment'].fillna(-np.inf)
-        ).sort_values(['p', 'minus_enrichment'], kind='stable').iloc[0]  # fmt: skip
+        # the network of largest standardized statistic (the label's, when there is one),
+        # else (no nulls) of largest raw statistic
+        order = 'statistic_z' if 'statistic_z' in unit_rows else 'statistic'
+        best = unit_rows.sort_values(order, ascending=False, kind='stable').iloc[0]
         rows.append({
             'unit': int(unit), 'label': str(best['label']), 'best': str(best['network']),
-            'p': fmt(best['p_bonferroni']), 'enrichment': fmt(best['enrichment']),
+            'p': fmt(best['p']) if 'p' in best else 'n/a', 'enrichment': fmt(best['enrichment']),
             'dice': fmt(best['dice']), 'r': fmt(best['correlation']),
             'vif': fmt(vif.get(int(unit))),
         })  # fmt: skip

@@ -382,7 +382,7 @@ def write_similarity(
     config: Config, task: str, inferred: Mapping[str, Mapping[str, GroupInference]],
     weights: Mapping[str, Mapping[str, Any]], subjects: Sequence[str],
 ) -> None:  # fmt: skip
-    """Print each CNN's brain similarity; with two or more CNNs write ``similarity.tsv``."""
+    """Print and write each CNN's brain similarity (with two or more, their accuracies)."""
     rows = []
     for cnn, layers in inferred.items():
         result = cnn_similarity_null(layers)
@@ -392,12 +392,11 @@ def write_similarity(
         print(f'  task-{task} cnn-{cnn}: brain similarity {result.score:.2f} (layer '
               f'{result.best_layer}; null 95% interval {result.null_low:.2f} to '
               f'{result.null_high:.2f})')  # fmt: skip
-    if len(rows) < 2:
-        return
-    for row in rows:
-        row['imagenet_top1'], row['accuracy_source'] = _accuracy(
-            row['cnn'], weights[row['cnn']], config.cnn.cnn_accuracy
-        )
+    if len(rows) >= 2:  # the accuracy comparison needs two or more CNNs
+        for row in rows:
+            row['imagenet_top1'], row['accuracy_source'] = _accuracy(
+                row['cnn'], weights[row['cnn']], config.cnn.cnn_accuracy
+            )
     table = pd.DataFrame(rows)
     sidecar: dict[str, Any] = {
         'Description': (
@@ -425,7 +424,7 @@ def write_similarity(
         'RandomSeed': config.execution.random_seed,
         'SoftwareVersions': software_versions(),
     }  # fmt: skip
-    scored = table.dropna(subset=['imagenet_top1'])
+    scored = table.dropna(subset=['imagenet_top1']) if len(rows) >= 2 else table[:0]
     if len(scored) >= 3:
         correlation = correlate_with_accuracy(
             scored['similarity'].to_numpy(),
