@@ -56,34 +56,35 @@ from bids_syncact.core.selection import choose_alpha  # noqa: E402
 from tests.structured_null import NullSpec, Plant, make_dataset  # noqa: E402
 
 N_NULLS = 99
-VARIANTS = ('current', 'fixed', 'pernull', 'notransient', 'reflect', 'movie')
+VARIANTS = ('current', 'fixed', 'pernull', 'notransient', 'fixed-notransient', 'movie',
+            'fixed-movie', 'pernull-movie')
+#: The movie variants keep the onset and this much after it in place (s).
+SETTLE_S = 20.0
 
 
 def _spec(variant: str, base: NullSpec) -> NullSpec:
-    if variant == 'notransient':
+    if 'notransient' in variant:
         return replace(base, onset_s=-60.0)  # the movie began a minute before the first volume
     return base
 
 
 def null_stats(
-    sub, networks: np.ndarray, *, variant: str, alpha_fixed: float, seed: int, n_nulls: int
+    sub, networks: np.ndarray, *, variant: str, alpha_fixed: float, seed: int, n_nulls: int,
+    spec: NullSpec,
 ) -> dict:
     """Return both statistics of the real map (index 0) and every null map, and the alphas."""
     D = clean_dictionary(sub.raw_runs, sub.specs)
     times, runs = sample_clock(sub.specs)
-    if variant == 'fixed':
+    if variant.startswith('fixed'):
         alpha = alpha_fixed
     else:
         alpha = choose_alpha(D, sub.S, times, runs, seed=seed, n_threads=1).alpha
-    scheme = {'reflect': 'reflect', 'movie': 'movie'}.get(variant, 'circular')
-    shifts = nulls.draw_shifts([len(r) for r in sub.raw_runs], [s.t_r for s in sub.specs],
-                               n_nulls, seed=seed)  # fmt: skip
     maps = [sparse_code(D, sub.S, alpha, n_threads=1)]
     alphas = [alpha]
-    for row in shifts:
-        Dn = clean_dictionary(_shift(sub, row, scheme), sub.specs)
+    for raw in null_dictionaries(sub, variant, seed, n_nulls, spec):
+        Dn = clean_dictionary(raw, sub.specs)
         a = alpha
-        if variant == 'pernull':
+        if variant.startswith('pernull'):
             a = choose_alpha(Dn, sub.S, times, runs, seed=seed, n_threads=1).alpha
         alphas.append(a)
         maps.append(sparse_code(Dn, sub.S, a, n_threads=1))
@@ -95,10 +96,28 @@ def null_stats(
     return out
 
 
-def _shift(sub, row, scheme):
-    if scheme == 'circular':
-        return nulls.shift_runs(sub.raw_runs, row)
-    return nulls.shift_runs(sub.raw_runs, row, scheme=scheme)
+def null_dictionaries(sub, variant: str, seed: int, n_nulls: int, spec: NullSpec):
+    """Yield each null's raw runs under the variant's shift scheme."""
+    n_vols = [len(r) for r in sub.raw_runs]
+    t_r = [s.t_r for s in sub.specs]
+    if 'movie' not in variant:
+        for row in nulls.draw_shifts(n_vols, t_r, n_nulls, seed=seed):
+            yield nulls.shift_runs(sub.raw_runs, row)
+        return
+    # Rotate only the volumes of the movie after its onset transient has settled.
+    first = int(np.ceil((max(spec.onset_s, 0.0) + SETTLE_S) / spec.t_r))
+    last = spec.n_vols - int(np.floor(spec.tail_s / spec.t_r))
+    allowed = nulls.allowed_shifts(last - first, spec.t_r)
+    rng = np.random.default_rng([seed, 0x5EED])
+    rows = np.stack([rng.choice(allowed, n_nulls, replace=allowed.size < n_nulls)
+                     for _ in n_vols], axis=1)  # fmt: skip
+    for row in rows:
+        out = []
+        for raw, s in zip(sub.raw_runs, row, strict=True):
+            raw = raw.copy()
+            raw[first:last] = np.roll(raw[first:last], int(s), axis=0)
+            out.append(raw)
+        yield out
 
 
 def one_dataset(job: tuple) -> dict:
@@ -112,7 +131,8 @@ def one_dataset(job: tuple) -> dict:
     per_subject = []
     for i, sub in enumerate(ds.subjects):
         per_subject.append(null_stats(sub, ds.layout.networks, variant=variant,
-                                      alpha_fixed=alpha_fixed, seed=seed + i, n_nulls=N_NULLS))  # fmt: skip
+                                      alpha_fixed=alpha_fixed, seed=seed + i, n_nulls=N_NULLS,
+                                      spec=ds.spec))  # fmt: skip
     first = per_subject[0]
     result['alpha'] = float(first['alphas'][0])
     result['alpha_null_median'] = float(np.median(first['alphas'][1:]))
@@ -135,11 +155,15 @@ def one_dataset(job: tuple) -> dict:
     return result
 
 
-def uniform_ks(p: np.ndarray, n_nulls: int = N_NULLS) -> float:
-    """Return the largest gap between the p-values' CDF and the uniform on ``k / (N + 1)``."""
+def uniform_ks(p: np.ndarray, n_nulls: int = N_NULLS, *, plus: bool = False) -> float:
+    """Return the largest gap between the p-values' CDF and the uniform on ``k / (N + 1)``.
+
+    ``plus``: only where the CDF is above the uniform's (p-values too small: anti-conservative).
+    """
     grid = np.arange(1, n_nulls + 2) / (n_nulls + 1)
     p = np.asarray(p)
-    return float(np.max(np.abs(np.searchsorted(np.sort(p), grid, side='right') / p.size - grid)))
+    gap = np.searchsorted(np.sort(p), grid * (1 + 1e-9), side='right') / p.size - grid
+    return float(np.max(gap) if plus else np.max(np.abs(gap)))
 
 
 def summarize(rows: list[dict], statistic: str, key: str = 'p') -> dict:
@@ -147,7 +171,12 @@ def summarize(rows: list[dict], statistic: str, key: str = 'p') -> dict:
     p_all = np.array([r[f'{statistic}_{key}'] for r in rows])  # (n_datasets, K)
     chosen = p_all[np.arange(len(rows)), [r['chosen'] for r in rows]]
     edges = [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
+    nonempty = np.array([r['nonzero_real'] for r in rows]) > 0
     return {
+        'nonempty_fraction': float(nonempty.mean()),
+        'nonempty_labelled_fraction': float((p_all[nonempty] < 0.05).mean()),
+        'nonempty_below_0.1_fraction': float((p_all[nonempty] < 0.1).mean()),
+        'ks_plus_all': uniform_ks(p_all.ravel(), plus=True),
         'chosen_labelled': int((chosen < 0.05).sum()),
         'chosen_below_0.1': int((chosen < 0.1).sum()),
         'n_datasets': len(rows),
@@ -197,10 +226,26 @@ def main(argv: list[str] | None = None) -> None:
                 entry[f'{statistic}_group'] = summarize(rows, statistic, 'group_p')
         entry['rows'] = rows
         results['variants'][variant] = entry
-        brief = {k: v for k, v in entry.items() if k != 'rows'}
-        print(variant, json.dumps(brief, indent=1), flush=True)
+        print(_line(variant, entry), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + '\n')
+
+
+def _line(variant: str, entry: dict) -> str:
+    """Return one variant's rates on a few lines."""
+    lines = [f'{variant}: {entry["wall_s"]:.0f} s, alpha at the grid top in '
+             f'{entry["alpha_auto_fraction_max"]:.0%} of datasets']  # fmt: skip
+    for key in [k for k in entry if k.startswith(STATISTICS)]:
+        e = entry[key]
+        lines.append(
+            f'  {key:18s} chosen {e["chosen_labelled"]:3d}/{e["n_datasets"]} labelled '
+            f'({e["chosen_below_0.1"]} below 0.1); all clusters p<0.05 '
+            f'{e["all_labelled_fraction"]:.3f}, p<0.1 {e["all_below_0.1_fraction"]:.3f}; '
+            f'non-empty real maps ({e["nonempty_fraction"]:.2f}) p<0.05 '
+            f'{e["nonempty_labelled_fraction"]:.3f}, p<0.1 {e["nonempty_below_0.1_fraction"]:.3f};'
+            f' KS {e["ks_all"]:.3f}, KS+ {e["ks_plus_all"]:.3f}'
+        )
+    return '\n'.join(lines)
 
 
 def _check(base: NullSpec) -> None:
@@ -208,7 +253,7 @@ def _check(base: NullSpec) -> None:
     ds = make_dataset(0, spec=base)
     sub = ds.subjects[0]
     mine = null_stats(sub, ds.layout.networks, variant='current', alpha_fixed=0.1, seed=0,
-                      n_nulls=N_NULLS)  # fmt: skip
+                      n_nulls=N_NULLS, spec=base)  # fmt: skip
     for statistic in STATISTICS:
         fit = fit_layer(sub.raw_runs, sub.specs, sub.S, alpha=None, n_nulls=N_NULLS, seed=0,
                         n_threads=1, networks=ds.layout.networks, statistic=statistic)  # fmt: skip

@@ -423,16 +423,19 @@ def label_counts(out: Path, truth: dict, spec: DemoSpec) -> dict[str, tuple[int,
         return pd.concat([pd.read_csv(r, sep='\t').drop(columns='acquisition_time')
                           for r in runs], ignore_index=True)  # fmt: skip
 
-    planted = activations(planted_layer)[[str(u) for u in truth['Units']]].to_numpy()
+    planted = activations(planted_layer)[[f'unit{u:04d}' for u in truth['Units']]].to_numpy()
     counts = {}
-    for path in sorted(out.glob(f'task-*_cnn-{truth["CNN"]}_layer-*_desc-group_annotations.tsv')):
+    from bids_syncact.reports.render import natural_key
+
+    found = out.glob(f'task-*_cnn-{truth["CNN"]}_layer-*_desc-group_annotations.tsv')
+    for path in sorted(found, key=lambda p: natural_key(p.name)):
         layer = path.name.split('_layer-')[1].split('_')[0]
         table = pd.read_csv(path, sep='\t', keep_default_na=False).drop_duplicates('unit')
         labelled = [int(u) for u, lab in zip(table['unit'], table['label'], strict=True)
                     if lab not in ('none', 'n/a')]  # fmt: skip
         unexplained = 0
         if labelled:
-            mine = activations(layer)[[str(u) for u in labelled]].to_numpy()
+            mine = activations(layer)[[f'unit{u:04d}' for u in labelled]].to_numpy()
             r = np.corrcoef(mine.T, planted.T)[: len(labelled), len(labelled) :]
             for i, unit in enumerate(labelled):
                 is_planted = layer == planted_layer and unit in truth['Units']

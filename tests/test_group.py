@@ -12,10 +12,12 @@ import pytest
 from bids import BIDSLayout
 from nilearn.image import load_img
 
+from bids_syncact.bids.annotations import null_annotations_path, write_null_annotations
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
-from bids_syncact.bids.derivatives import PYBIDS_CONFIG
+from bids_syncact.bids.derivatives import PYBIDS_CONFIG, write_table
 from bids_syncact.bids.references import load_reference_networks
 from bids_syncact.cli.run import main
+from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
 
 from .conftest import assert_refused
 
@@ -25,6 +27,7 @@ SHAPE = (17, 21, 18)
 UNITS = [7, 12, 20]  # planted on Visual, noise, empty
 #: Six: with fewer, no sign-flip p (two-sided) can be below 2 / 2 ** n = 0.05.
 SUBJECTS = ('01', '02', '03', '04', '05', '06')
+N_NULLS = 39
 SIDECAR = {
     'CNN': 'alexnet', 'Layer': 'features.1', 'UnitIndices': UNITS,
     'Weights': {'Kind': 'none', 'Name': 'none', 'Seed': 0}, 'AlphaMode': 'auto',
@@ -48,8 +51,12 @@ def _visual(mask: np.ndarray) -> np.ndarray:
 
 
 def write_participant_outputs(out: Path, subjects=SUBJECTS, cnns=('alexnet',), seed=0,
-                              **changes) -> Path:  # fmt: skip
-    """Write the stat-coef maps a participant run would leave, with a planted Visual unit."""
+                              n_nulls=N_NULLS, **changes) -> Path:  # fmt: skip
+    """Write the stat-coef maps a participant run would leave, with a planted Visual unit.
+
+    With ``n_nulls``, also the annotation sidecar and the null annotation table: the null maps
+    are noise like unit 12's map, so only the planted unit stands out.
+    """
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'dataset_description.json').write_text(json.dumps(
@@ -72,7 +79,26 @@ def write_participant_outputs(out: Path, subjects=SUBJECTS, cnns=('alexnet',), s
             path = (out / f'sub-{subject}' / 'func' / f'sub-{subject}_task-movie_space-'
                     f'MNI152NLin2009cAsym_cnn-{cnn}_layer-features1_stat-coef_boldmap.nii.gz')  # fmt: skip
             write_boldmap(path, boldmap_bytes(maps, mask_img, 'coef'), sidecar)
+            _write_annotations(path, maps, mask, n_nulls, np.random.default_rng([seed, n, c]))
     return out
+
+
+def _write_annotations(coef: Path, maps: np.ndarray, mask: np.ndarray, n_nulls: int, rng) -> None:
+    """The annotation sidecar and (with nulls) the null table a participant run would leave."""
+    reference = load_reference_networks('seitzman2018', nib.Nifti1Image(
+        mask.astype(np.uint8), AFFINE), mask=mask)  # fmt: skip
+    networks = reference.in_mask(mask)
+    table = coef.with_name(coef.name.replace('_stat-coef_boldmap.nii.gz', '_annotations.tsv'))
+    real = network_statistics(maps, networks)
+    nulls = [network_statistics(rng.standard_normal(maps.shape), networks)
+             for _ in range(n_nulls)]  # fmt: skip
+    stats = np.stack([real, *nulls])
+    sidecar = {'ReferenceNetworks': reference.name, 'ReferenceNetworksChecksum':
+               reference.checksum, 'NumberOfNulls': n_nulls, 'Statistic': DEFAULT_STATISTIC}  # fmt: skip
+    write_table(table, pd.DataFrame({'unit': UNITS}), sidecar)
+    if n_nulls:
+        write_null_annotations(null_annotations_path(table), UNITS, reference.names, stats,
+                               np.ones(stats.shape[:2]), sidecar)  # fmt: skip
 
 
 def _group(tmp_path, out, *extra):
@@ -115,18 +141,28 @@ def test_group_outputs_are_found_by_pybids_and_read_by_nilearn(group_run):
         assert len(meta['Sources']) == len(SUBJECTS)
     tables = layout.get(desc='group', suffix='annotations', extension='.tsv')
     assert len(tables) == 1
+    (similarity,) = layout.get(desc='group', suffix='similarity', extension='.tsv')
+    assert similarity.entities['task'] == 'movie'
     assert Path(tables[0].path).with_suffix('.json').is_file()
 
 
 def test_the_planted_unit_is_labelled_with_its_network(group_run):
     table = pd.read_csv(next(group_run.glob('*_desc-group_annotations.tsv')), sep='\t')
-    labels = table.drop_duplicates('unit').set_index('unit')['label'].to_dict()
-    assert labels == {7: 'Visual', 12: 'none', 20: 'none'}
+    per_unit = table.drop_duplicates('unit').set_index('unit')
+    assert per_unit['label'].to_dict() == {7: 'Visual', 12: 'none', 20: 'none'}
+    # against the group null: every draw of one noise null per subject is below the real map
+    assert per_unit.loc[7, 'p'] == pytest.approx(1 / (1 + 10_000))
+    assert per_unit.loc[12, 'p'] > 0.05
+    assert per_unit.loc[20, 'p'] == 1.0  # empty in every subject: the lowest statistic
+    assert per_unit['n_subjects_same_label'].to_dict() == {7: 6, 12: 0, 20: 0}
     visual = table[(table.unit == 7) & (table.network == 'Visual')].iloc[0]
     assert visual.is_label
-    assert visual.p_bonferroni < 1e-6
+    assert visual.p_hypergeometric < 1e-6  # descriptive
     assert visual.enrichment > 3
-    assert table[table.unit == 20].p.isna().all()  # an empty map has no p: n/a
+    assert table[table.unit == 20].p_hypergeometric.isna().all()  # an empty t map: n/a
+    meta = json.loads(next(group_run.glob('*_desc-group_annotations.json')).read_text())
+    assert meta['NullsPerSubject'] == [N_NULLS] * 6
+    assert 'not population inference' in meta['GroupTest']
 
 
 def test_the_group_map_is_on_the_intersection_of_masks_and_finds_the_planted_unit(group_run):
@@ -239,8 +275,9 @@ def test_similarity_against_accuracy_with_three_cnns(tmp_path):
     assert table.set_index('cnn').imagenet_top1.to_dict() == accuracy
     assert (table.accuracy_source == '--cnn-accuracy').all()
     assert table.descriptive.all()  # fewer than 5 CNNs
-    assert np.all(table.similarity > 0)
-    assert np.all(table.similarity <= 10)
+    # every CNN has a planted unit among 3: far above its null interval
+    assert np.all(table.similarity > table.null_high)
+    assert np.all(table.null_low < 0)
     meta = json.loads((out / 'task-movie_desc-group_similarity.json').read_text())
     correlation = meta['AccuracyCorrelation']
     assert correlation['Descriptive'] is True
@@ -298,4 +335,41 @@ def test_task_and_cnn_select_the_maps(tmp_path):
     assert _group(tmp_path, out, '--cnn', 'vgg11', '-t', 'movie') == 0
     assert not list(out.glob('*cnn-alexnet*desc-group*'))
     assert len(list(out.glob('*cnn-vgg11*_desc-group_boldmap.nii.gz'))) == 2
-    assert not (out / 'task-movie_desc-group_similarity.tsv').exists()  # one CNN selected
+    table = pd.read_csv(out / 'task-movie_desc-group_similarity.tsv', sep='\t')
+    assert table.cnn.tolist() == ['vgg11']  # one CNN selected: no accuracy columns
+    assert 'imagenet_top1' not in table
+
+
+def test_subjects_without_nulls_give_maps_without_labels(tmp_path):
+    out = write_participant_outputs(tmp_path / 'out', n_nulls=0)
+    assert _group(tmp_path, out) == 0
+    table = pd.read_csv(next(out.glob('*_desc-group_annotations.tsv')), sep='\t',
+                        keep_default_na=False)  # fmt: skip
+    assert set(table['label']) == {'n/a'}
+    assert _group_file(out, 't').is_file()
+    assert not (out / 'task-movie_desc-group_similarity.tsv').exists()
+
+
+def test_some_subjects_without_nulls_are_refused_with_what_to_rerun(cli, tmp_path):
+    out = write_participant_outputs(tmp_path / 'out')
+    write_participant_outputs(tmp_path / 'other', subjects=('03',), n_nulls=0)
+    for path in (tmp_path / 'other' / 'sub-03' / 'func').iterdir():
+        (out / 'sub-03' / 'func' / path.name).write_bytes(path.read_bytes())
+    (next(out.glob('sub-03/func/*_desc-null_annotations.tsv'))).unlink()
+    (next(out.glob('sub-03/func/*_desc-null_annotations.json'))).unlink()
+    bids = tmp_path / 'bids'
+    bids.mkdir()
+    (bids / 'dataset_description.json').write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    assert_refused(cli(bids, out, 'group'), 65, 'sub-03', '--n-nulls 0', 'rerun')
+
+
+def test_subjects_with_other_reference_networks_are_refused(cli, tmp_path):
+    out = write_participant_outputs(tmp_path / 'out')
+    sidecar = next(out.glob('sub-02/func/*_layer-features1_annotations.json'))
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, 'ReferenceNetworksChecksum': 'other'}))
+    bids = tmp_path / 'bids'
+    bids.mkdir()
+    (bids / 'dataset_description.json').write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    assert_refused(cli(bids, out, 'group'), 65, 'sub-02', 'checksums')
+    assert not list(out.glob('*desc-group*'))

@@ -27,10 +27,11 @@ SHORT = DemoSpec(subjects=('01', '02'), runs=(1, 2), n_vols=150, shape=(7, 8, 9)
                  onset_s=2.0, movie_fps=4, movie_size=(32, 24), natural_movie=False,
                  planted=False)  # fmt: skip
 LAYERS = ('features.1', 'features.4')
-ARGS = ('--weights', 'none', '--layers', *LAYERS, '--max-units', '6', '--n-nulls', '4',
-        '--skip-bids-validation')  # fmt: skip
+#: The default nulls: 150 volumes allow only 31 distinct shifts, so the default falls back to 31.
+ARGS = ('--weights', 'none', '--layers', *LAYERS, '--max-units', '6', '--skip-bids-validation')
+SHORT_NULLS = 31
 FAST = ('--weights', 'none', '--layers', 'features.1', '--max-units', '4',
-        '--confounds-strategy', 'none', '--alpha', '0.05')  # fmt: skip
+        '--confounds-strategy', 'none', '--alpha', '0.05', '--n-nulls', '0')  # fmt: skip
 SIDECAR_KEYS = (
     'Description', 'Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit',
     'HRF', 'Alpha', 'AlphaSelection', 'ConfoundsStrategy', 'HighPass', 'ConditionNumber',
@@ -49,7 +50,7 @@ def _results(work: Path, kind: str) -> dict[str, int]:
 
 @pytest.fixture(scope='module')
 def short_run(tmp_path_factory):
-    """The participant level with its defaults (and 4 nulls) on two subjects, run once."""
+    """The participant level with its defaults (31 nulls: all the runs allow) on two subjects."""
     root = tmp_path_factory.mktemp('short')
     bids = make_dataset(root / 'bids', SHORT)
     out, work = root / 'out', root / 'work'
@@ -109,12 +110,12 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
     bids, out, _ = short_run
     for path in out.glob('sub-*/func/*_stat-z_boldmap.json'):
         meta = json.loads(path.read_text())
-        assert meta['NumberOfNulls'] == 4
+        assert meta['NumberOfNulls'] == SHORT_NULLS
         shifts = np.array(meta['NullShifts'])
-        assert shifts.shape == (4, 2)
+        assert shifts.shape == (SHORT_NULLS, 2)
         assert np.all(np.minimum(shifts, SHORT.n_vols * SHORT.t_r - shifts) >= 60)
-        assert meta['FWEThreshold'] == [None] * len(meta['UnitIndices'])  # 4 < 19 nulls
-        assert 'at least 19 are needed' in meta['FWEThresholdDescription']
+        assert len({tuple(row) for row in shifts}) == SHORT_NULLS
+        assert len(meta['FWEThreshold']) == len(meta['UnitIndices'])
         z = np.asarray(nib.load(path.with_name(path.name[:-5] + '.nii.gz')).dataobj)
         coef = nib.load(str(path).replace('stat-z', 'stat-coef')[:-5] + '.nii.gz')
         subject = path.name.split('_')[0]
@@ -124,7 +125,7 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
         assert zero.any()
         assert np.all(z[zero] < 0)  # p = 1 where the coefficient is zero
         assert np.all(np.isfinite(z[np.asarray(mask.dataobj) > 0]))
-        assert np.nanmax(z) <= norm.isf(1 / 5) + 1e-5  # the smallest p with 4 nulls
+        assert np.nanmax(z) <= norm.isf(1 / (SHORT_NULLS + 1)) + 1e-5  # the smallest p
 
 
 @pytest.mark.slow  # a whole participant run: make test-integration
@@ -235,9 +236,32 @@ def test_unknown_reference_networks_are_refused_before_any_work(cli, dataset, tm
 
 def test_nulls_are_refused_before_any_work_when_runs_are_too_short(cli, dataset, tmp_path):
     out = tmp_path / 'out'
-    result = cli(dataset, out, 'participant', *FAST, '--n-nulls', '5', process=True)
-    assert_refused(result, 65, '--n-nulls 5', 'sub-01_task-movie_run-1')
+    result = cli(dataset, out, 'participant', *FAST, '--n-nulls', '20', process=True)
+    assert_refused(result, 65, '--n-nulls 20', 'sub-01_task-movie_run-1')
     assert not (out / 'features').exists()
+
+
+def test_default_nulls_that_runs_cannot_give_are_refused_with_what_to_do(cli, dataset, tmp_path):
+    out = tmp_path / 'out'
+    fast = [a for a in FAST if a not in ('--n-nulls', '0')]
+    result = cli(dataset, out, 'participant', *fast, process=True)
+    assert_refused(result, 65, 'fewer than the 20 nulls that labels need', 'pass --n-nulls 0')
+    assert not (out / 'features').exists()
+
+
+@pytest.mark.parametrize('n_nulls', ['1', '19'])
+def test_too_few_nulls_to_label_are_refused(cli, dataset, tmp_path, n_nulls):
+    result = cli(dataset, tmp_path / 'out', 'participant', '--n-nulls', n_nulls)
+    assert_refused(result, 64, 'too few to label', 'at least 20')
+
+
+@pytest.mark.slow  # a whole participant run: make test-integration
+def test_default_nulls_fall_back_to_what_short_runs_allow_and_say_so(short_run):
+    _, out, work = short_run
+    meta = json.loads(next(out.glob('sub-01/func/*_annotations.json')).read_text())
+    assert meta['NumberOfNulls'] == SHORT_NULLS
+    log = '\n'.join(p.read_text() for p in (work / 'logs').rglob('*.log'))
+    assert f'{SHORT_NULLS} nulls instead of 99' in log
 
 
 def test_too_few_volumes_for_the_confounds_are_refused_before_any_work(cli, dataset, tmp_path):

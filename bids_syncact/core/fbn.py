@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bids_syncact.core import _nullsolve
 from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
 from bids_syncact.core.coupling import condition_number, sparse_code, variance_inflation
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
-from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z, shift_runs
+from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z
 from bids_syncact.core.selection import AlphaChoice, choose_alpha
 
 
@@ -159,23 +160,20 @@ def fit_layer(
         return fit
     shifts = draw_shifts([len(raw) for raw in raw_runs], [s.t_r for s in specs], n_nulls,
                          seed=seed, names=[s.name for s in specs])  # fmt: skip
-    magnitude = np.abs(codes)
-    exceed = np.zeros(codes.shape, dtype=np.int32)
-    max_null = np.zeros((n_nulls, codes.shape[0]))
-    stats = [] if networks is None else [fit.network_stats[0]]
+    statistics = None if networks is None else network_stats
     start = time.perf_counter()
-    for i, row in enumerate(shifts):
-        null = np.abs(sparse_code(clean_dictionary(shift_runs(raw_runs, row), specs), S, alpha, device=device,
-                                  n_threads=n_threads))  # fmt: skip
-        exceed += null >= magnitude
-        max_null[i] = null.max(axis=1, initial=0.0)
-        if networks is not None:
-            stats.append(network_stats(null))
+    if device == 'cpu':
+        tally = _nullsolve.batched(raw_runs, specs, S, alpha, shifts, codes,
+                                   statistics=statistics, n_threads=n_threads)  # fmt: skip
+    else:
+        tally = _nullsolve.per_null(raw_runs, specs, S, alpha, shifts, codes,
+                                    statistics=statistics, device=device, n_threads=n_threads)  # fmt: skip
     seconds = (time.perf_counter() - start) / n_nulls
-    z = p_to_z(empirical_p(exceed, n_nulls), n_nulls).astype(np.float32)
-    return replace(fit, z=z, fwe_threshold=fwe_threshold(max_null), shifts=shifts,
-                   max_null=max_null, seconds_per_null=seconds,
-                   network_stats=np.stack(stats) if stats else None)  # fmt: skip
+    z = p_to_z(empirical_p(tally.exceed, n_nulls), n_nulls).astype(np.float32)
+    stats = None if networks is None else np.concatenate([fit.network_stats, tally.stats])
+    return replace(fit, z=z, fwe_threshold=fwe_threshold(tally.max_null), shifts=shifts,
+                   max_null=tally.max_null, seconds_per_null=seconds,
+                   network_stats=stats)  # fmt: skip
 
 
 def _vif(D: np.ndarray, zero_units: np.ndarray) -> np.ndarray:
