@@ -158,14 +158,16 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
 #: The reports tests: a whole run of both levels, shared by the report and browser tests.
 REPORT_ARGS = ('--skip-bids-validation', '--weights', 'none', '--layers', 'features.1',
                'features.4', '--max-units', '4', '--confounds-strategy', 'none', '--alpha', '0.05',
+               '--n-nulls', '20',
                '--reference-networks', 'seitzman2018')  # fmt: skip
 
 
 @pytest.fixture(scope='session')
 def both_levels(tmp_path_factory):
-    """Three tiny subjects through both levels; the movie ends before the runs do."""
+    """Three tiny subjects through both levels, 20 nulls; the movie ends before the runs do."""
     root = tmp_path_factory.mktemp('reports')
-    bids = make_dataset(root / 'bids', replace(TINY, subjects=('01', '02', '03'), movie_s=10.0))
+    bids = make_dataset(root / 'bids', replace(TINY, subjects=('01', '02', '03'), n_vols=140,
+                                               movie_s=100.0))  # fmt: skip
     out, work = root / 'out', root / 'work'
     assert main([str(bids), str(out), 'participant', '-w', str(work), *REPORT_ARGS]) == 0
     assert main([str(bids), str(out), 'group', '-w', str(work), '--reference-networks',

@@ -119,7 +119,8 @@ def test_nan_and_constant_voxels_are_left_out_of_the_maps(cli, dataset, tmp_path
     assert json.loads(sidecar_path(coef).read_text())['VoxelsWithoutSignal'] == 3
     assert '3 voxels of the brain mask had no usable signal' in (out / 'sub-01.html').read_text()
     annotations = next(out.rglob('sub-01_*_annotations.tsv'))
-    assert pd.read_csv(annotations, sep='\t')['label'].notna().all()
+    labels = pd.read_csv(annotations, sep='\t', keep_default_na=False)['label']
+    assert (labels == 'n/a').all()  # --n-nulls 0: no label without nulls
 
 
 # --- confounds and events -------------------------------------------------------------------

@@ -12,6 +12,8 @@ from bids_syncact import __version__
 from bids_syncact.cli import parser as cli_parser
 from bids_syncact.cli.parser import STAGES, build_parser
 from bids_syncact.cli.run import build_config, main
+from bids_syncact.config import DEFAULT_N_NULLS, MIN_N_NULLS
+from bids_syncact.core.calibration import MIN_NULLS_FOR_LABELS
 from bids_syncact.errors import ExitCode
 
 from .conftest import assert_refused
@@ -24,7 +26,7 @@ CONTRACT_OPTIONS = [
     '--bids-filter-file', '-d', '--derivatives', '--space', '--res', '--bids-database-dir',
     '--skip-bids-validation', '--stimulus-map', '--stimulus', '--stimulus-onset',
     '--dummy-scans', '--frame-rate', '--frame-fit', '--hrf', '--cnn', '--layers', '--weights',
-    '--max-units', '--cnn-accuracy', '--features-only', '--confounds-strategy', '--high-pass',
+    '--max-units', '--unit-correlation', '--cnn-accuracy', '--features-only', '--confounds-strategy', '--high-pass',
     '--smoothing-fwhm', '--alpha', '--n-nulls', '--reference-networks', '--device', '--nprocs',
     '--omp-nthreads', '--mem-gb', '-w', '--work-dir', '--nipype-plugin-file', '--random-seed',
     '--stop-on-first-crash', '--clean-workdir', '--reports-only', '-v', '--verbose', '--version',
@@ -59,6 +61,10 @@ def test_design_lists_no_option_the_parser_lacks():
     assert documented <= parser_flags, documented - parser_flags
 
 
+def test_the_parser_refuses_the_nulls_the_labels_refuse():
+    assert MIN_N_NULLS == MIN_NULLS_FOR_LABELS
+
+
 def test_version(capsys):
     assert main(['--version']) == 0
     assert capsys.readouterr().out.strip() == f'bids-syncact {__version__}'
@@ -74,6 +80,9 @@ def test_version(capsys):
         _args('--participant-label', 'sub-01_x'),
         _args('--alpha', '-1'),
         _args('--n-nulls', 'many'),
+        _args('--n-nulls', '10'),
+        _args('--unit-correlation', '0.9'),
+        _args('--unit-correlation', '0.4'),
         _args('-d', 'xcpd=/x'),
         _args('--cnn-accuracy', 'net=120'),
     ],
@@ -135,7 +144,9 @@ def test_config_defaults_match_the_design(monkeypatch):
     assert config.cnn.max_units == 64
     assert config.coupling.confounds_strategy == 'simple'
     assert config.coupling.alpha is None  # auto
-    assert config.coupling.n_nulls == 0
+    assert config.coupling.n_nulls is None  # DEFAULT_N_NULLS, or what short runs allow
+    assert DEFAULT_N_NULLS == 99
+    assert config.cnn.unit_correlation == 1.0
     assert config.coupling.effective_high_pass is None
     assert config.execution.device == 'auto'
 
@@ -183,7 +194,7 @@ def test_the_group_level_parses_its_own_options(monkeypatch):
 
 
 @pytest.mark.parametrize(('level', 'option'), [
-    ('group', ['--alpha', '0.1']), ('group', ['--n-nulls', '10']), ('group', ['--nprocs', '2']),
+    ('group', ['--alpha', '0.1']), ('group', ['--n-nulls', '20']), ('group', ['--nprocs', '2']),
     ('group', ['--weights', 'none']), ('group', ['--stimulus-map', 'm.tsv']),
     ('participant', ['--cnn-accuracy', 'alexnet=56.5']),
 ])  # fmt: skip

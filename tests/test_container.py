@@ -165,7 +165,7 @@ def test_cli_runs_under_container_constraints(_tiny_template):  # noqa: PT019
                                        str(writable / 'out'), 'participant', '-w',
                                        str(writable / 'work'), '--weights', 'none', '--layers',
                                        'features.1', '--max-units', '4', '--confounds-strategy',
-                                       'none', '--alpha', '0.05'])  # fmt: skip
+                                       'none', '--alpha', '0.05', '--n-nulls', '0'])  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
                               preexec_fn=lambda: os.umask(0o027))  # fmt: skip
         assert proc.returncode == 0, proc.stderr

@@ -205,7 +205,8 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
     truth = json.loads((truth_dir / 'truth.json').read_text())
     out = tmp_path / 'out'
     result = cli(small_demo, out, 'participant', '--weights', f'alexnet={truth_dir / truth["Weights"]}',
-                 '--layers', truth['Layer'], '--max-units', 'all', process=True)  # fmt: skip
+                 '--layers', truth['Layer'], '--max-units', 'all', '--n-nulls', '0',
+                 process=True)  # fmt: skip
     assert result.code == 0, result.err
     (path,) = out.glob('sub-*/func/*_desc-sync_timeseries.tsv')
     synced = pd.read_csv(path, sep='\t')
@@ -233,7 +234,7 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
 
 @pytest.mark.slow  # the whole demo, both levels (about 3 minutes): make test-integration
 def test_make_demo_labels_the_visual_unit_visual_at_group_level(tmp_path, capsys):
-    from bids_syncact.demo import group_labels, main
+    from bids_syncact.demo import DemoSpec, group_labels, label_counts, main
 
     root = tmp_path / 'demo'
     assert main([str(root)]) == 0
@@ -244,7 +245,10 @@ def test_make_demo_labels_the_visual_unit_visual_at_group_level(tmp_path, capsys
     visual = [unit for unit, (planted, _) in labels.items() if planted == 'Visual']
     assert len(visual) == 1
     assert labels[visual[0]] == ('Visual', 'Visual')
-    # and the others: the demo plants one unit per network
-    assert sum(planted == label for planted, label in labels.values()) >= 5, labels
+    # and the others: the demo plants one unit per network, each labelled against the nulls
+    assert all(planted == label for planted, label in labels.values()), labels
+    assert 'Group-level labels, all layers:' in printed
+    counts = label_counts(root / 'derivatives' / 'syncact', truth, DemoSpec())
+    assert sum(c[1] for c in counts.values()) >= 6  # at least the planted units
     assert (root / 'derivatives' / 'syncact' / 'group.html').is_file()
     assert (root / 'derivatives' / 'syncact' / 'sub-01.html').is_file()

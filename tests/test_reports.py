@@ -37,8 +37,9 @@ def test_the_subject_report_shows_the_plan_figures_and_warnings(both_levels):
     assert 'StartTime' in html  # the timing source
     warnings = html.split('id="warnings"')[1].split('</section>')[0]
     assert 'RANDOM weights' in warnings
-    assert 'before the run' in warnings  # a 10 s movie in a 20 s run
+    assert 'before the run' in warnings  # a 100 s movie in a 140 s run
     assert 'Annotation of the 4 units' in html
+    assert 'against its 20 null maps' in html
 
 
 def test_the_group_report_shows_labels_fbns_and_the_few_subjects_warning(both_levels):
@@ -48,7 +49,7 @@ def test_the_group_report_shows_labels_fbns_and_the_few_subjects_warning(both_le
     assert 'alt="labels per layer"' in html
     assert html.count('alt="consistency per unit"') == 2
     assert 'nothing can be significant at 0.05' in html  # 3 subjects: no FWE p below 0.25
-    assert 'One CNN' in html
+    assert 'null 95% interval' in html  # the similarity against the group null
 
 
 def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
@@ -67,6 +68,9 @@ def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
     assert 'seitzman2018' in text
     assert 'At the group level (3 subjects)' in text
     assert 'all 4 distinct sign flips' in text
+    assert 'computed on each null map' in text  # calibrated labels, not the hypergeometric p
+    assert 'not population inference' in text
+    assert 'Markello RD, Misic B' in text
     assert 'fMRIPrep: a robust preprocessing pipeline' in text
 
 

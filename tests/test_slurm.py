@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN_FILE = REPO / 'examples' / 'slurm' / 'nipype-slurm.yml'
 #: Two demo subjects, one layer: enough to send every kind of node through SLURM.
 ARGS = ('--weights', 'none', '--layers', 'features.1', '--max-units', '8', '--alpha', '0.05',
-        '--skip-bids-validation', '--omp-nthreads', '1')  # fmt: skip
+        '--n-nulls', '0', '--skip-bids-validation', '--omp-nthreads', '1')  # fmt: skip
 DAEMONS = ('munged', 'slurmctld', 'slurmd', 'sbatch', 'squeue')
 
 

@@ -32,6 +32,8 @@ FAST = (
     'none',
     '--alpha',
     '0.05',
+    '--n-nulls',
+    '0',
 )  # 18 volumes: too few for the defaults
 
 

@@ -153,6 +153,18 @@ def _n_nulls(value: str) -> int:
     return number
 
 
+def _unit_correlation(value: str) -> float:
+    number = _positive_float(value)
+    if not 0.5 < number <= 1.0:
+        raise argparse.ArgumentTypeError(f'{value!r} must be in (0.5, 1]')
+    if number != 1.0:
+        raise argparse.ArgumentTypeError(
+            f'{value!r}: unit clusters are not built yet, every unit is its own cluster; give 1 '
+            'or leave the option out'
+        )
+    return number
+
+
 def _frame_rate(value: str) -> float | str:
     return 'native' if value == 'native' else _positive_float(value)
 
@@ -277,6 +289,9 @@ def build_parser() -> SyncActArgumentParser:
     _add(parser, g, '--max-units', type=_max_units, metavar='N|all', stage=FEATURES,
          help=f'units per layer with the largest activation variance; default: '
               f'{_default(cnn, "max_units")}')  # fmt: skip
+    _add(parser, g, '--unit-correlation', type=_unit_correlation, metavar='R', stage=FEATURES,
+         help='cluster units whose activations correlate at |r| >= R, R in (0.5, 1]; only 1 '
+              '(single units, the default) for now')  # fmt: skip
     _add(parser, g, '--cnn-accuracy', nargs='+', type=_accuracy, metavar='NAME=ACC',
          stage=GROUP, help='ImageNet top-1 accuracy (%%) of CNNs with PATH weights')  # fmt: skip
     _add(parser, g, '--features-only', action='store_const', const=True, stage=FEATURES,

@@ -177,6 +177,7 @@ def build_config(namespace: argparse.Namespace, parser: SyncActArgumentParser) -
 PARTICIPANT_ONLY = (
     'bids_filter_file', 'derivatives', 'bids_database_dir', 'stimulus_map', 'stimulus',
     'stimulus_onset', 'dummy_scans', 'frame_rate', 'frame_fit', 'hrf', 'weights', 'max_units',
+    'unit_correlation',
     'features_only', 'confounds_strategy', 'high_pass', 'smoothing_fwhm', 'alpha', 'n_nulls',
     'device', 'nprocs', 'omp_nthreads', 'mem_gb', 'nipype_plugin_file', 'stop_on_first_crash',
 )  # fmt: skip
