@@ -183,8 +183,8 @@ def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, s
     path = Path(bids_file.path).with_name(name)
     if not path.is_file():
         return []
-    table = pd.read_csv(path, sep='\t', keep_default_na=False, na_values=['n/a'])
-    table['label'] = table['label'].fillna('n/a').astype(str)
+    table = pd.read_csv(path, sep='\t')
+    table['label'] = table['label'].astype(object).where(table['label'].notna(), 'n/a')
     rows = []
     for unit, unit_rows in table.groupby('unit', sort=False):
         # the network of largest standardized statistic (the label's, when there is one),
