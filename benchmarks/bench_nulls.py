@@ -17,23 +17,34 @@ slow spontaneous fluctuations shared by voxels of the same network), motion-driv
 3% of the voxels a coupling to 1-3 units of the real (unshifted) activations; each run is then
 cleaned with its spec and stacked exactly as the participant level does (``core.denoise``).
 
-Per scale and alpha the real map is solved once (not timed), then the nulls by each path, one
-after the other in one process, each given the same threads (``--threads``, default 2):
+Per scale and alpha (``--alphas``: ``auto``, chosen by blocked cross-validation on this data as
+the app does, and 0.02, the solver benchmark's, whose denser codes make the homotopy heavier) the
+real map is solved, then the nulls by each path, one path after the other, each in a fresh
+child process with the same threads (``--threads``, default 2) and the same first shifts:
 
-- ``old``: the loop ``fit_layer`` ran before issue 18: per null, clean the shifted dictionary,
-  ``sparse_code`` it against the whole ``S`` (read again from disk), then exceedances, the maximum
-  and the network statistics of the map (``calibration.network_statistics``).
-- ``new``: ``fit_layer``'s own null stage (``core/_nullsolve.py``): ``S`` read once per batch of
-  nulls (``--budget-gb``), every null of the batch solved while a voxel block is in memory.
+- ``old``: the loop ``fit_layer`` ran before issue 18 (copied here): per null, clean the
+  shifted dictionary, ``sparse_code`` it against the whole ``S`` (read again from disk), then
+  the exceedances, the maximum and the network statistics of the map.
+- ``new``: ``fit_layer``'s null stage now (``core/_nullsolve.py``): ``S`` read once per batch
+  of nulls (``NULL_BATCH_BYTES``, 1 GB of ``(B, K, V)`` float32 maps: 16 nulls at HCP scale),
+  every null of the batch solved while a voxel block is in memory.
 
-Both are timed on the same first ``--nulls-hcp`` (default 6) nulls at HCP scale (the full
-``--nulls-demo``, default 99, at demo scale); seconds per null are the wall time over the nulls.
-The new path's outputs are compared with the old one's (``max |codes|`` difference, exceed
-counts, maxima, network statistics). The whole null stage at 99 nulls is extrapolated as
-``setup + 99 * seconds per null`` (the per-null costs are independent of the number of nulls;
-the new path reads ``S`` once per batch, counted by batches). Peak memory: the RSS added by each
-path over what the process held before it (``ru_maxrss`` cannot go down, so each path runs in a
-fresh child process; ``--no-isolate`` runs them in this one).
+At demo scale both run all 99 nulls. At HCP scale ``old`` runs the first ``--nulls-hcp``
+(default 3) nulls and ``new`` one full batch (``--nulls-hcp-new``, default 16); 99 nulls are
+extrapolated: ``old`` as 99 times its seconds per null (every null costs the same), ``new`` as
+``(t - r) / 16 * 99 + r * ceil(99 / 16)`` with ``r`` one timed pass over ``S`` (its reading
+and conversion, ``read_pass_seconds``), which the new path pays once per batch. The outputs
+are compared on the nulls both ran (maxima and network statistics bit for bit; the exceed
+counts too where both ran all of them). Memory: the largest RSS during the null stage minus
+the RSS before it (sampled every 20 ms; ``S`` is read through ``PagedArray``, which hands its
+pages back, so the file is not counted).
+
+``fft_probe``: the products ``D'S`` of 99 nulls on one block of 256 voxels, direct (one float64
+product with the 99 dictionaries side by side) against an FFT (per run, the circular
+cross-correlation of the raw, centred units with the voxels at all shifts, zeros at dropped
+volumes, then each null's shift picked and scaled by its cleaned column's norm), one thread,
+best of 3; the FFT's best case (all 99 nulls at once) and its agreement with the direct
+products.
 
 Machine load: the host is a shared 2-core VM; only the ratios of one run mean anything, and the
 load average at start and end is recorded.
@@ -44,7 +55,8 @@ Usage::
     .venv/bin/python benchmarks/bench_nulls.py --scales demo    # seconds
     .venv/bin/python benchmarks/bench_nulls.py --nulls-hcp 4 --alphas 0.05
 
-Results go to ``benchmarks/results_nulls.json`` (``--out``) and a table is printed.
+Results go to ``benchmarks/results_nulls.json`` (``--out``) and a table is printed. The HCP
+data take about 4 minutes to generate the first time (cached in ``--data``).
 """
 
 from __future__ import annotations
@@ -253,7 +265,9 @@ def worker(args) -> dict:
     raw, specs, S, networks = problem(args.scale, args.data)
     alpha = float(args.alpha)
     codes = sparse_code(clean_dictionary(raw, specs), S, alpha, n_threads=args.threads)
-    shifts = draw_shifts([len(x) for x in raw], [s.t_r for s in specs], args.n_nulls, seed=0)
+    # the same first nulls for every path: drawn for the most any path runs
+    shifts = draw_shifts([len(x) for x in raw], [s.t_r for s in specs], args.n_draw, seed=0)
+    shifts = shifts[: args.n_nulls]
 
     def statistics(maps):
         return network_statistics(maps, networks)
@@ -366,9 +380,10 @@ def read_pass_seconds(S, chunk: int = 256) -> float:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _spawn(args, scale: str, alpha: float, path: str, n_nulls: int, save: Path) -> dict:
+def _spawn(args, scale, alpha, path, n_nulls, n_draw, save) -> dict:
     command = [sys.executable, __file__, '--worker', '--scale', scale, '--alpha', repr(alpha),
-               '--path', path, '--n-nulls', str(n_nulls), '--save', str(save),
+               '--path', path, '--n-nulls', str(n_nulls), '--n-draw', str(n_draw),
+               '--save', str(save),
                '--threads', str(args.threads), '--data', str(args.data)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -409,7 +424,7 @@ def run_scale(args, scale: str) -> dict:
         files = {path: args.data / f'{scale}-{alpha_arg}-{path}.npz' for path in PATHS}
         for path in PATHS:  # old, then new: side by side, same process load
             n = n_old if path == 'old' else n_new
-            rows[path] = _spawn(args, scale, alpha, path, n, files[path])
+            rows[path] = _spawn(args, scale, alpha, path, n, max(n_old, n_new), files[path])
             print(f'{scale} alpha {alpha_arg} ({alpha:.4g}) {path}: {n} nulls, '
                   f'{rows[path]["seconds_per_null"]:.3f} s per null', flush=True)  # fmt: skip
         n_new_used = rows['new']['n_nulls']
@@ -453,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--alpha', help=argparse.SUPPRESS)
     parser.add_argument('--path', help=argparse.SUPPRESS)
     parser.add_argument('--n-nulls', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--n-draw', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--save', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -464,7 +480,30 @@ def main(argv: list[str] | None = None) -> None:
         results['scales'][scale] = run_scale(args, scale)
     results['machine_at_end'] = _machine()
     args.out.write_text(json.dumps(results, indent=1) + '\n')
-    print(json.dumps(results, indent=1))
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    header = (f'{"scale":6} {"alpha":>7} {"old s/null":>10} {"new s/null":>10} {"speed-up":>8} '
+              f'{"old 99 s":>8} {"new 99 s":>8} {"+GB old":>7} {"+GB new":>7} identical')  # fmt: skip
+    lines = [header]
+    for scale, res in results['scales'].items():
+        for row in res['alphas'].values():
+            per_null = row['estimate_99_nulls_seconds']['new'] / 99
+            lines.append(
+                f'{scale:6} {row["alpha"]:7.4f} {row["old"]["seconds_per_null"]:10.3f} '
+                f'{per_null:10.3f} {row["speedup_per_null"]:8.2f} '
+                f'{row["estimate_99_nulls_seconds"]["old"]:8.1f} '
+                f'{row["estimate_99_nulls_seconds"]["new"]:8.1f} '
+                f'{row["old"]["peak_added_gb"]:7.2f} {row["new"]["peak_added_gb"]:7.2f} '
+                f'{all(row["same_outputs"].values())}'
+            )
+        fft = res['fft_probe']
+        lines.append(f'{scale:6} FFT/direct products of 99 nulls: {fft["fft_over_direct"]:.2f} '
+                     f'(inverse transforms alone {fft["fft_inverse_only_us_per_null_voxel"]:.1f} '
+                     f'us vs direct {fft["direct_us_per_null_voxel"]:.1f} us per null and voxel; '
+                     f'max rel. difference {fft["max_relative_difference"]:.1e})')  # fmt: skip
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -132,10 +132,12 @@ def test_z_sidecars_give_the_nulls_and_a_family_wise_threshold_per_unit(short_ru
 def test_every_layer_is_annotated_with_the_reference_networks(short_run):
     _, out, _ = short_run
     layout = BIDSLayout(out, config=['bids', 'derivatives', str(PYBIDS_CONFIG)], validate=False)
-    tables = layout.get(suffix='annotations', extension='.tsv')
-    assert sorted((f.entities['subject'], f.entities['layer']) for f in tables) == [
-        (s, layer.replace('.', '')) for s in SHORT.subjects for layer in LAYERS
-    ]
+    tables = layout.get(suffix='annotations', extension='.tsv', desc=None)
+    nulls = layout.get(suffix='annotations', extension='.tsv', desc='null')
+    for found in (tables, nulls):
+        assert sorted((f.entities['subject'], f.entities['layer']) for f in found) == [
+            (s, layer.replace('.', '')) for s in SHORT.subjects for layer in LAYERS
+        ]
     for table_file in tables:
         table = pd.read_csv(table_file.path, sep='\t')
         meta = json.loads(Path(table_file.path).with_suffix('.json').read_text())
@@ -146,6 +148,9 @@ def test_every_layer_is_annotated_with_the_reference_networks(short_run):
         assert (out / meta['Sources'][0].removeprefix('bids::')).is_file()
         labels = table.drop_duplicates('unit').label
         assert set(labels) <= {*table.network, 'none'}
+        assert meta['NumberOfNulls'] == SHORT_NULLS
+        assert (table['p'] >= 1 / (1 + SHORT_NULLS)).all()
+        assert (table['p_fwe'] >= table['p']).all()
 
 
 @pytest.mark.slow  # a whole participant run: make test-integration

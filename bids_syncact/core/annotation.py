@@ -10,8 +10,11 @@ each reference network ``N`` (its voxels in ``M``) by
 * for reference only, the Dice coefficient of ``F`` and ``N`` and the spatial (Pearson)
   correlation of the signed FBN with the network's membership or probability map.
 
-The label is the network with the smallest p when that p, Bonferroni-corrected over the
-networks, is below ``LABEL_LEVEL``; otherwise ``NO_LABEL``.
+All of these are descriptive. The hypergeometric p treats voxels as independent, so spatially
+smooth maps make it far too small (Markello and Misic 2021, NeuroImage 236); ``Annotation.label``
+(the smallest p when its Bonferroni p is below ``LABEL_LEVEL``) is kept for reference and never
+labels an output: the labels come from :mod:`bids_syncact.core.calibration`, which tests the
+statistic against the data's own null maps.
 
 :func:`sphere_labels` rasterises ROI spheres (coordinate atlases such as Seitzman 2018) into
 network membership maps on a voxel grid.

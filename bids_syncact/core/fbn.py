@@ -132,7 +132,9 @@ def fit_layer(
     Each null shifts every run's raw ``D`` (all stored volumes) circularly, then cleans it with
     the run's own spec and solves at the alpha of the real data. Choosing alpha again for every
     null would cost five cross-validated paths each, and alpha only sets the scale that both
-    sides share.
+    sides share. On the CPU the nulls are solved in batches of about 1 GB of null maps, ``S``
+    read once per batch (:mod:`bids_syncact.core._nullsolve`); on CUDA one by one. Either way
+    the same results as solving each null alone.
     """
     D = clean_dictionary(raw_runs, specs)
     if len(D) != S.shape[0]:

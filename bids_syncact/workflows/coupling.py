@@ -117,7 +117,9 @@ def add_coupling_nodes(
                         device=config.execution.device, n_threads=threads, sidecar=settings,
                         sources=sources, output_dir=str(config.output_dir),
                     ),
-                    name=f'couple_{name}', n_procs=threads, mem_gb=size_gb,
+                    # with nulls, a batch of null maps (core/_nullsolve) on top: about 1 GB
+                    name=f'couple_{name}', n_procs=threads,
+                    mem_gb=size_gb + (1.0 if n_nulls[subject, task] else 0.0),
                 )  # fmt: skip
                 out_paths = {
                     stat: str(boldmap_path(

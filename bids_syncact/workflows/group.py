@@ -3,8 +3,10 @@
 It reads participant outputs only (OUTPUT_DIR). Per task, space, CNN and layer: each subject's
 ``stat-coef`` map is read once and its in-mask voxels stored in the work dir; per unit the
 subjects' maps over the group mask (voxels inside every subject's mask) give a sign-flip group
-map with max-|t| FWE, a leave-one-out consistency, and the annotation of the group map. Per task:
-each CNN's brain similarity and, with two or more CNNs, ``similarity.tsv``.
+map with max-|t| FWE, a leave-one-out consistency, the (descriptive) annotation of the group map,
+and the group label tested against the group null drawn from the subjects' null annotation
+statistics (:mod:`bids_syncact.core.calibration`). Per task: each CNN's brain similarity against
+the same draws, in ``similarity.tsv``.
 """
 
 from __future__ import annotations
