@@ -27,7 +27,8 @@ EXAMPLES = {
     'frame_rate': '4', 'alpha': 'auto', 'max_units': 'all', 'cnn_accuracy': ['net=70.5'],
     'layers': ['alexnet:features.1'], 'weights': ['alexnet=DEFAULT'], 'cnn': ['alexnet'],
     'high_pass': '0.01', 'smoothing_fwhm': '6', 'mem_gb': '8', 'res': '2', 'space': 'T1w',
-    'reference_networks': 'seitzman2018', 'verbosity': '-vv',
+    'reference_networks': 'seitzman2018', 'verbosity': '-vv', 'unit_correlation': '1',
+    'n_nulls': '99',
 }  # fmt: skip
 
 
