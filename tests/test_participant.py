@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -17,19 +19,21 @@ from scipy.stats import norm
 
 from bids_syncact.bids.derivatives import PYBIDS_CONFIG
 from bids_syncact.cli.run import main
+from bids_syncact.config import DEFAULT_N_NULLS
+from bids_syncact.core.nulls import MIN_SHIFT_S, allowed_shifts
 from bids_syncact.demo import DemoSpec, make_dataset
 from bids_syncact.workflows.execute import node_threads, plugin_settings
 
-from .conftest import assert_refused
+from .conftest import TINY, assert_refused
 
 #: Long enough for the defaults (simple confounds, --alpha auto) and nulls 60 s from zero.
 SHORT = DemoSpec(subjects=('01', '02'), runs=(1, 2), n_vols=150, shape=(7, 8, 9), n_dummies=2,
                  onset_s=2.0, movie_fps=4, movie_size=(32, 24), natural_movie=False,
                  planted=False)  # fmt: skip
 LAYERS = ('features.1', 'features.4')
-#: The default nulls: 150 volumes allow only 31 distinct shifts, so the default falls back to 31.
+#: The default nulls, as many as the 150 volumes allow.
 ARGS = ('--weights', 'none', '--layers', *LAYERS, '--max-units', '6', '--skip-bids-validation')
-SHORT_NULLS = 31
+SHORT_NULLS = min(DEFAULT_N_NULLS, allowed_shifts(SHORT.n_vols, SHORT.t_r).size)
 FAST = ('--weights', 'none', '--layers', 'features.1', '--max-units', '4',
         '--confounds-strategy', 'none', '--alpha', '0.05', '--n-nulls', '0')  # fmt: skip
 SIDECAR_KEYS = (
@@ -50,7 +54,7 @@ def _results(work: Path, kind: str) -> dict[str, int]:
 
 @pytest.fixture(scope='module')
 def short_run(tmp_path_factory):
-    """The participant level with its defaults (31 nulls: all the runs allow) on two subjects."""
+    """The participant level with its defaults (the default nulls) on two subjects, run once."""
     root = tmp_path_factory.mktemp('short')
     bids = make_dataset(root / 'bids', SHORT)
     out, work = root / 'out', root / 'work'
@@ -260,13 +264,23 @@ def test_too_few_nulls_to_label_are_refused(cli, dataset, tmp_path, n_nulls):
     assert_refused(result, 64, 'too few to label', 'at least 20')
 
 
-@pytest.mark.slow  # a whole participant run: make test-integration
-def test_default_nulls_fall_back_to_what_short_runs_allow_and_say_so(short_run):
-    _, out, work = short_run
+def test_default_nulls_fall_back_to_what_short_runs_allow_and_say_so(tmp_path):
+    # runs that allow 39 distinct shifts: between the 20 that labels need and the default 99
+    n_vols = 2 * math.ceil(MIN_SHIFT_S) + 40
+    bids = make_dataset(tmp_path / 'bids', replace(TINY, subjects=('01',), runs=(1,),
+                                                   n_vols=n_vols, movie_s=float(n_vols)))  # fmt: skip
+    expected = allowed_shifts(n_vols, TINY.t_r).size
+    assert 20 <= expected < DEFAULT_N_NULLS
+    out, work = tmp_path / 'out', tmp_path / 'work'
+    fast = [a for a in FAST if a not in ('--n-nulls', '0')]
+    assert main([str(bids), str(out), 'participant', '-w', str(work), '--skip-bids-validation',
+                 *fast]) == 0  # fmt: skip
     meta = json.loads(next(out.glob('sub-01/func/*_annotations.json')).read_text())
-    assert meta['NumberOfNulls'] == SHORT_NULLS
+    assert meta['NumberOfNulls'] == expected
+    assert len(json.loads(next(out.glob('sub-01/func/*_stat-z_boldmap.json')).read_text())[
+        'NullShifts']) == expected  # fmt: skip
     log = '\n'.join(p.read_text() for p in (work / 'logs').rglob('*.log'))
-    assert f'{SHORT_NULLS} nulls instead of 99' in log
+    assert f'{expected} nulls instead of {DEFAULT_N_NULLS}' in log
 
 
 def test_too_few_volumes_for_the_confounds_are_refused_before_any_work(cli, dataset, tmp_path):

@@ -166,8 +166,8 @@ def nulls_for_runs(specs: Sequence[Any], requested: int | None, *, seed: int) ->
     """Return how many nulls a subject's runs get (DESIGN.md 2.4).
 
     ``requested`` None (the default): ``DEFAULT_N_NULLS``, or the largest N >= 20 that every
-    run allows (distinct circular shifts at least 60 s from zero), with a warning. A number:
-    exactly that, or refused. 0: none.
+    run allows (distinct circular shifts, :func:`~bids_syncact.core.nulls.allowed_shifts`), with
+    a warning. A number: exactly that, or refused. 0: none.
 
     Raises
     ------
@@ -186,18 +186,19 @@ def nulls_for_runs(specs: Sequence[Any], requested: int | None, *, seed: int) ->
     fewest = min(allowed_shifts(s.n_vols, s.t_r).size for s in specs)
     if fewest >= DEFAULT_N_NULLS:
         return DEFAULT_N_NULLS
+    which = f'at least {MIN_SHIFT_S:g} s from zero' if MIN_SHIFT_S > 0 else 'other than zero'
     if fewest < MIN_NULLS_FOR_LABELS:
         shortest = min(specs, key=lambda s: allowed_shifts(s.n_vols, s.t_r).size)
         raise InputDataError(
             f'{shortest.name}: {shortest.n_vols} volumes at TR {shortest.t_r:g} s allow only '
-            f'{fewest} distinct circular shifts at least {MIN_SHIFT_S:g} s from zero, fewer than '
-            f'the {MIN_NULLS_FOR_LABELS} nulls that labels need; pass --n-nulls 0 to turn '
-            'inference off (labels n/a)'
+            f'{fewest} distinct circular shifts ({which}), fewer than the '
+            f'{MIN_NULLS_FOR_LABELS} nulls that labels need; pass --n-nulls 0 to turn inference '
+            'off (labels n/a)'
         )
-    LOGGER.warning('%s: the runs allow only %d distinct circular shifts at least %g s from '
-                   'zero: %d nulls instead of %d (the smallest p is then %.3f)',
-                   specs[0].name.split('_run-')[0], fewest, MIN_SHIFT_S, fewest,
-                   DEFAULT_N_NULLS, 1 / (1 + fewest))  # fmt: skip
+    LOGGER.warning('%s: the runs allow only %d distinct circular shifts (%s): %d nulls '
+                   'instead of %d (the smallest p is then %.3f)',
+                   specs[0].name.split('_run-')[0], fewest, which, fewest, DEFAULT_N_NULLS,
+                   1 / (1 + fewest))  # fmt: skip
     return fewest
 
 
