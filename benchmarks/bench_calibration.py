@@ -42,22 +42,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bids_syncact.core import nulls  # noqa: E402
-from bids_syncact.core.calibration import (  # noqa: E402
+from bids_syncact.core import nulls
+from bids_syncact.core.calibration import (
     STATISTICS,
     draw_null_indices,
     group_inference,
     network_statistics,
     subject_inference,
 )
-from bids_syncact.core.coupling import sparse_code  # noqa: E402
-from bids_syncact.core.fbn import clean_dictionary, fit_layer, sample_clock  # noqa: E402
-from bids_syncact.core.selection import choose_alpha  # noqa: E402
-from tests.structured_null import NullSpec, Plant, make_dataset  # noqa: E402
+from bids_syncact.core.coupling import sparse_code
+from bids_syncact.core.fbn import clean_dictionary, fit_layer, sample_clock
+from bids_syncact.core.selection import MAX_CV_VOXELS, choose_alpha
+from tests.structured_null import NullSpec, Plant, make_dataset
 
 N_NULLS = 99
+#: Experimental statistics that see the coefficients' size (not in calibration.py): the mean
+#: |a| in each network ('mass'), and that minus the mean |a| outside it ('contrast').
+EXTRA = ('mass', 'contrast')
+ALL_STATISTICS = STATISTICS + EXTRA
+#: Variants: dash-joined tokens; alpha: 'current' (chosen on the real data), 'fixed', 'pernull';
+#: shifts: 60 s from zero (default), 'uniform' (any but zero), 'movie' (the movie's volumes only);
+#: data: 'notransient'.
 VARIANTS = ('current', 'fixed', 'pernull', 'notransient', 'fixed-notransient', 'movie',
-            'fixed-movie', 'pernull-movie')
+            'fixed-movie', 'uniform', 'fixed-uniform', 'fixed-uniform-notransient',
+            'pernull-uniform', 'uniform-notransient')
+#: The shifts' distance from zero before issue 18's fix (s).
+ZONE_S = 60.0
 #: The movie variants keep the onset and this much after it in place (s).
 SETTLE_S = 20.0
 
@@ -70,7 +80,7 @@ def _spec(variant: str, base: NullSpec) -> NullSpec:
 
 def null_stats(
     sub, networks: np.ndarray, *, variant: str, alpha_fixed: float, seed: int, n_nulls: int,
-    spec: NullSpec,
+    spec: NullSpec, cv_voxels: int = MAX_CV_VOXELS,
 ) -> dict:
     """Return both statistics of the real map (index 0) and every null map, and the alphas."""
     D = clean_dictionary(sub.raw_runs, sub.specs)
@@ -78,14 +88,16 @@ def null_stats(
     if variant.startswith('fixed'):
         alpha = alpha_fixed
     else:
-        alpha = choose_alpha(D, sub.S, times, runs, seed=seed, n_threads=1).alpha
+        alpha = choose_alpha(D, sub.S, times, runs, seed=seed, n_threads=1,
+                             max_voxels=cv_voxels).alpha
     maps = [sparse_code(D, sub.S, alpha, n_threads=1)]
     alphas = [alpha]
     for raw in null_dictionaries(sub, variant, seed, n_nulls, spec):
         Dn = clean_dictionary(raw, sub.specs)
         a = alpha
         if variant.startswith('pernull'):
-            a = choose_alpha(Dn, sub.S, times, runs, seed=seed, n_threads=1).alpha
+            a = choose_alpha(Dn, sub.S, times, runs, seed=seed, n_threads=1,
+                             max_voxels=cv_voxels).alpha
         alphas.append(a)
         maps.append(sparse_code(Dn, sub.S, a, n_threads=1))
     out = {'alphas': np.array(alphas), 'nonzero': np.array([(m != 0).sum(1) for m in maps])}
@@ -93,6 +105,17 @@ def null_stats(
         out[statistic] = np.stack(
             [network_statistics(m, networks, statistic=statistic) for m in maps]
         )
+    member = (networks >= 0.5).astype(np.float64)
+    size = member.sum(axis=1)
+    for m in maps:
+        magnitude = np.abs(m.astype(np.float64))
+        inside = magnitude @ member.T / size  # mean |a| in each network
+        outside = magnitude @ (1 - member).T / (m.shape[1] - size)
+        empty = ~magnitude.any(axis=1)[:, None]
+        out.setdefault('mass', []).append(np.where(empty, -np.inf, inside))
+        out.setdefault('contrast', []).append(np.where(empty, -np.inf, inside - outside))
+    for name in EXTRA:
+        out[name] = np.stack(out[name])
     return out
 
 
@@ -101,7 +124,8 @@ def null_dictionaries(sub, variant: str, seed: int, n_nulls: int, spec: NullSpec
     n_vols = [len(r) for r in sub.raw_runs]
     t_r = [s.t_r for s in sub.specs]
     if 'movie' not in variant:
-        for row in nulls.draw_shifts(n_vols, t_r, n_nulls, seed=seed):
+        min_shift_s = 0.0 if 'uniform' in variant else ZONE_S
+        for row in nulls.draw_shifts(n_vols, t_r, n_nulls, seed=seed, min_shift_s=min_shift_s):
             yield nulls.shift_runs(sub.raw_runs, row)
         return
     # Rotate only the volumes of the movie after its onset transient has settled.
@@ -122,7 +146,7 @@ def null_dictionaries(sub, variant: str, seed: int, n_nulls: int, spec: NullSpec
 
 def one_dataset(job: tuple) -> dict:
     """Fit one dataset's subjects under one variant; return p-values and diagnostics."""
-    seed, variant, base, n_group, alpha_fixed, plant = job
+    seed, variant, base, n_group, alpha_fixed, plant, cv_voxels = job
     warnings.simplefilter('ignore', RuntimeWarning)  # KKT notes of the CV's smallest alphas
     start = time.perf_counter()
     ds = make_dataset(seed, n_subjects=max(1, n_group), spec=_spec(variant, base), plant=plant)
@@ -132,13 +156,13 @@ def one_dataset(job: tuple) -> dict:
     for i, sub in enumerate(ds.subjects):
         per_subject.append(null_stats(sub, ds.layout.networks, variant=variant,
                                       alpha_fixed=alpha_fixed, seed=seed + i, n_nulls=N_NULLS,
-                                      spec=ds.spec))  # fmt: skip
+                                      spec=ds.spec, cv_voxels=cv_voxels))  # fmt: skip
     first = per_subject[0]
     result['alpha'] = float(first['alphas'][0])
     result['alpha_null_median'] = float(np.median(first['alphas'][1:]))
     result['nonzero_real'] = first['nonzero'][0].tolist()
     result['nonzero_null_mean'] = first['nonzero'][1:].mean(0).tolist()
-    for statistic in STATISTICS:
+    for statistic in ALL_STATISTICS:
         inf = subject_inference(first[statistic])
         result[f'{statistic}_p'] = inf.p.tolist()
         result[f'{statistic}_pfwe'] = inf.p_fwe.tolist()
@@ -151,6 +175,15 @@ def one_dataset(job: tuple) -> dict:
             result[f'{statistic}_group_best'] = g.best.tolist()
             result[f'{statistic}_group_null_mean'] = g.null.mean(1).tolist()
             result[f'{statistic}_group_stat_mean'] = float(np.mean(g.statistic))
+    if plant is not None:
+        unit, network = plant.units[0], plant.network
+        for statistic in ALL_STATISTICS:
+            for level in ('', 'group_'):
+                if f'{statistic}_{level}p' in result:
+                    result[f'{statistic}_{level}power'] = bool(
+                        result[f'{statistic}_{level}p'][unit] < 0.05
+                        and result[f'{statistic}_{level}best'][unit] == network
+                    )
     result['seconds'] = time.perf_counter() - start
     return result
 
@@ -198,13 +231,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--group', type=int, default=0, help='subjects per dataset (0: none)')
     parser.add_argument('--plant', type=float, default=0.0, help='planted amplitude (0: null)')
     parser.add_argument('--spec', nargs='*', default=[], help='NullSpec overrides, name=value')
+    parser.add_argument('--cv-voxels', type=int, default=MAX_CV_VOXELS,
+                        help='voxels scored by cross-validation (fewer: cheaper per-null CV)')
     parser.add_argument('--check', action='store_true', help="compare with fit_layer's stats")
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.spec:
         name, value = item.split('=')
-        overrides[name] = eval(value)  # a benchmark's own command line  # noqa: S307
+        overrides[name] = eval(value)  # a benchmark's own command line
     base = NullSpec(**overrides)
     plant = Plant(units=(0,), network=0, amplitude=args.plant) if args.plant else None
     if args.check:
@@ -213,17 +248,21 @@ def main(argv: list[str] | None = None) -> None:
                'n_nulls': N_NULLS, 'variants': {}}  # fmt: skip
     seeds = range(args.first_seed, args.first_seed + args.n_datasets)
     for variant in args.variants:
-        jobs = [(s, variant, base, args.group, args.alpha, plant) for s in seeds]
+        jobs = [(s, variant, base, args.group, args.alpha, plant, args.cv_voxels) for s in seeds]
         start = time.perf_counter()
         with ProcessPoolExecutor(args.workers) as pool:
             rows = list(pool.map(one_dataset, jobs))
         wall = time.perf_counter() - start
         entry = {'wall_s': wall, 'alpha_auto_fraction_max': float(
             np.mean([r['alpha'] >= 0.29 for r in rows]))}  # fmt: skip
-        for statistic in STATISTICS:
+        for statistic in ALL_STATISTICS:
             entry[statistic] = summarize(rows, statistic)
             if args.group > 1:
                 entry[f'{statistic}_group'] = summarize(rows, statistic, 'group_p')
+        if plant is not None:
+            for key in [k for k in rows[0] if k.endswith('power')]:
+                entry[key] = float(np.mean([r[key] for r in rows]))
+                print(f'  power {key}: {entry[key]:.3f}', flush=True)
         entry['rows'] = rows
         results['variants'][variant] = entry
         print(_line(variant, entry), flush=True)
@@ -233,9 +272,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _line(variant: str, entry: dict) -> str:
     """Return one variant's rates on a few lines."""
-    lines = [f'{variant}: {entry["wall_s"]:.0f} s, alpha at the grid top in '
-             f'{entry["alpha_auto_fraction_max"]:.0%} of datasets']  # fmt: skip
-    for key in [k for k in entry if k.startswith(STATISTICS)]:
+    lines = [(f'{variant}: {entry["wall_s"]:.0f} s, alpha at the grid top in '
+             f'{entry["alpha_auto_fraction_max"]:.0%} of datasets')]  # fmt: skip
+    for key in [k for k, v in entry.items() if k.startswith(ALL_STATISTICS) and isinstance(v, dict)]:
         e = entry[key]
         lines.append(
             f'  {key:18s} chosen {e["chosen_labelled"]:3d}/{e["n_datasets"]} labelled '
@@ -252,7 +291,7 @@ def _check(base: NullSpec) -> None:
     """Assert that the loop here gives :func:`fit_layer`'s statistics on one dataset."""
     ds = make_dataset(0, spec=base)
     sub = ds.subjects[0]
-    mine = null_stats(sub, ds.layout.networks, variant='current', alpha_fixed=0.1, seed=0,
+    mine = null_stats(sub, ds.layout.networks, variant='uniform', alpha_fixed=0.1, seed=0,
                       n_nulls=N_NULLS, spec=base)  # fmt: skip
     for statistic in STATISTICS:
         fit = fit_layer(sub.raw_runs, sub.specs, sub.S, alpha=None, n_nulls=N_NULLS, seed=0,

@@ -44,22 +44,23 @@ COSINE_PERIOD_S = 128.0
 class NullSpec:
     """Sizes and amplitudes of a structured-null dataset (defaults: small and fast)."""
 
-    shape: tuple[int, int, int] = (15, 15, 11)
-    """Grid; the voxels are the ellipsoid inscribed in it (about 1,300 at the default)."""
+    shape: tuple[int, int, int] = (12, 12, 9)
+    """Grid; the voxels are the ellipsoid inscribed in it (680 at the default: small enough for
+    the 600 fits of ``tests/test_calibration.py``; (15, 15, 11) gives 1,300)."""
     n_networks: int = 8
     cells_per_network: int = 2
     n_unassigned: int = 2
     """Cells that belong to no network."""
     n_runs: int = 2
-    n_vols: int = 230
-    """Stored volumes per run (99 distinct shifts at least 60 s from zero need 220 at TR 1 s)."""
-    t_r: float = 1.0
+    n_vols: int = 300
+    """Stored volumes per run (two runs of 10 minutes at the default TR)."""
+    t_r: float = 2.0
     n_dummies: int = 3
     onset_s: float = 10.0
     """When the movie appears in each run (s after the first stored volume); blank before."""
     tail_s: float = 0.0
     """Blank screen at the end of each run (s): an offset transient too when positive."""
-    n_units: int = 12
+    n_units: int = 8
     n_twins: int = 2
     """Units that are near copies of another unit."""
     n_factors: int = 4
@@ -73,7 +74,7 @@ class NullSpec:
     smooth_noise_sd: float = 0.6
     smooth_noise_sigma: float = 1.5
     """Spatial SD (voxels) of the smooth noise and of the networks' spontaneous loadings."""
-    spont_sd: tuple[float, float] = (0.8, 1.6)
+    spont_sd: tuple[float, float] = (1.5, 3.0)
     """Range of each network's spontaneous amplitude (per subject)."""
     spont_band_hz: tuple[float, float] = (0.01, 0.05)
     motion_sd: float = 0.3

@@ -54,7 +54,7 @@ AFFINE = np.array(
 
 def _brute_shifts(n_vols, t_r, min_shift_s=MIN_SHIFT_S):
     step, least = Fraction(str(t_r)), Fraction(str(min_shift_s))
-    return [s for s in range(n_vols) if min(s, n_vols - s) * step >= least]
+    return [s for s in range(1, n_vols) if min(s, n_vols - s) * step >= least]  # never 0
 
 
 def _planted(rng, *, n_runs=2, constant_unit=None):
@@ -133,11 +133,14 @@ def test_draw_shifts_uses_every_allowed_shift_when_asked_for_all():
 def test_draw_shifts_refuses_a_run_too_short():
     names = ['sub-01_task-movie_run-1', 'sub-01_task-movie_run-2']
     with pytest.raises(InputDataError, match=r'sub-01_task-movie_run-2: .*allow only 11 ') as err:
-        draw_shifts([300, 130], [1.0, 1.0], 12, seed=0, names=names)
+        draw_shifts([300, 12], [1.0, 1.0], 12, seed=0, names=names)  # shifts 1..11
     assert 'run-1' not in str(err.value)
     assert 'at most 11' in str(err.value)
     with pytest.raises(InputDataError, match=r'^run 1: .*allow only 0 '):
-        draw_shifts([100, 300], [1.0, 1.0], 1, seed=0)
+        draw_shifts([1, 300], [1.0, 1.0], 1, seed=0)
+    # with a smallest distance from zero, as before issue 18
+    with pytest.raises(InputDataError, match=r'allow only 11 .*at least 60 s from zero'):
+        draw_shifts([300, 130], [1.0, 1.0], 12, seed=0, min_shift_s=60.0)
 
 
 def test_empirical_p_range_and_values():
@@ -347,9 +350,9 @@ def test_fit_layer_nulls_are_seeded(planted, null_fit):
 
 def test_fit_layer_refuses_too_many_nulls(planted):
     raw, specs, S = planted
-    # 200 volumes at TR 1 s: shifts 60..140, 81 of them.
-    with pytest.raises(InputDataError, match=r'sub-01_run-1: .*allow only 81 '):
-        fit_layer(raw, specs, S, alpha=ALPHA, n_nulls=82)
+    # 200 volumes at TR 1 s: shifts 1..199, 199 of them.
+    with pytest.raises(InputDataError, match=r'sub-01_run-1: .*allow only 199 '):
+        fit_layer(raw, specs, S, alpha=ALPHA, n_nulls=200)
 
 
 # --- bids/runs.py -----------------------------------------------------------------------------

@@ -36,7 +36,9 @@ from scipy.stats import hypergeom
 from bids_syncact.core.annotation import MEMBERSHIP_THRESHOLD, TOP_FRACTION, top_voxels
 
 #: The per-network statistic: ``'logp'`` (-log10 of the one-sided hypergeometric p, which
-#: weighs ``|F|`` as well as the overlap) or ``'enrichment'``.
+#: weighs ``|F|`` as well as the overlap) or ``'enrichment'``. ``logp`` by measurement
+#: (``benchmarks/bench_calibration.py``): both hold the rate on structured nulls, and ``logp``
+#: labels a planted coupling as often or more often, at both levels.
 DEFAULT_STATISTIC = 'logp'
 STATISTICS = ('logp', 'enrichment')
 #: Level of the labels (subject and group).
@@ -81,6 +83,14 @@ def network_statistics(
     ndarray of shape (n_maps, n_networks), float64
         ``-inf`` for a map with an empty ``F`` (all zero); ``STATISTIC_FLOOR`` (0) for a network
         with no voxel in the mask.
+
+    Notes
+    -----
+    Both see only where ``F`` lies, not how large the coefficients are: once ``F`` lies inside
+    one network they stop growing. Where resting fluctuations make chance maps network-shaped,
+    some null maps lie as wholly inside some network as a coupled map does, so a single
+    subject's coupling, however strong, often misses p < 0.05 (``benchmarks/
+    bench_calibration.py``: PLACEHOLDER); three subjects' group statistic finds it.
 
     Examples
     --------

@@ -297,8 +297,10 @@ def _stat_maps(fit: LayerFit, specs, n_nulls: int):
     yield 'z', fit.z, {
         'Description': (
             'z of the empirical one-sided p-value of each coefficient, p = (1 + #{|null| >= |a|})'
-            f' / (1 + N) over {n_nulls} circularly shifted dictionaries (at least '
-            f'{MIN_SHIFT_S:g} s from zero, the same shifts for all voxels), each cleaned and '
+            f' / (1 + N) over {n_nulls} circularly shifted dictionaries ('
+            + (f'at least {MIN_SHIFT_S:g} s from zero' if MIN_SHIFT_S > 0 else
+               'any non-zero shift, drawn uniformly and independently per run')
+            + ', the same shifts for all voxels), each cleaned and '
             'solved like the real one at the same alpha; p = 1 is written as the z of '
             '1 - 1/(2(1+N))'
         ),

@@ -137,7 +137,7 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
         n_nulls = z[0].get('NumberOfNulls')
         text += (
             f' Significance was assessed with {n_nulls} circularly shifted dictionaries per '
-            'subject and layer (shifts of at least 60 s, the same for all voxels, each cleaned '
+            'subject and layer (uniformly drawn non-zero circular shifts of each run, the same for all voxels, each cleaned '
             'and solved as the real one): empirical p = (1 + count) / (1 + N), written as z, '
             'and per unit a family-wise threshold from the maximum over voxels.'
         )
