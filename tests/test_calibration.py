@@ -375,6 +375,6 @@ def test_similarity_is_centred_on_its_draws():
     assert null_only.null_low < null_only.score < null_only.null_high
     assert null_only.null_low < -1.5
     assert null_only.null_high > 1.5
-    coupled = cnn_similarity_null({"a": layer(0.0), "b": layer(3.0)})
+    coupled = cnn_similarity_null({'a': layer(0.0), 'b': layer(3.0)})
     assert coupled.best_layer == 'b'
     assert coupled.score > coupled.null_high
