@@ -40,7 +40,9 @@ def test_three_cnns_on_weights_files_are_scored_against_their_accuracy(tmp_path)
         '--reference-networks', 'seitzman2018',
     ]  # fmt: skip
     assert main(participant) == 0
-    assert len(list(out.glob('sub-*/func/*_annotations.tsv'))) == 3 * len(CNNS)
+    tables = [p for p in out.glob('sub-*/func/*_annotations.tsv') if '_desc-' not in p.name]
+    assert len(tables) == 3 * len(CNNS)
+    assert len(list(out.glob('sub-*/func/*_desc-null_annotations.tsv'))) == 3 * len(CNNS)
 
     accuracy = [f'{cnn}={acc}' for cnn, acc in ACCURACY.items()]
     group = [str(bids), str(out), 'group', '-w', str(work), '--cnn-accuracy', *accuracy,
