@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pandas as pd
 import pytest
 
 from bids_syncact import __version__
@@ -45,25 +51,26 @@ def test_hadolint_passes_on_the_dockerfile():
 def test_singularity_recipe_bootstraps_from_the_docker_image():
     text = (ROOT / 'singularity.def').read_text()
     assert 'Bootstrap: docker-daemon' in text
-    assert 'From: bids-syncact:latest' in text
+    assert 'From: localhost/bids-syncact:latest' in text
     assert '%post' not in text  # no second recipe to drift
 
 
 def test_dockerfile_keeps_caches_outside_home_and_fetches_at_build():
     text = (ROOT / 'Dockerfile').read_text()
     for setting in ('TORCH_HOME=/opt/', 'TEMPLATEFLOW_HOME=/opt/', 'TEMPLATEFLOW_AUTOUPDATE=0',
-                    'HOME=/tmp', 'SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}"',
-                    'scripts/install.sh --torch "${TORCH_VARIANT}"', 'ARG TORCH_VARIANT=cpu'):  # fmt: skip
+                    'HOME=/tmp', 'PATH=/opt/venv/bin:$PATH', 'ARG TORCH_VARIANT=cpu',
+                    'ARG FETCH_RESOURCES=1', 'ARG BASE_IMAGE=python:3.11-slim-bookworm',
+                    '--torch "${TORCH_VARIANT}" --deps-only'):  # fmt: skip
         assert setting in text, setting
+    assert 'VERSION' not in text.replace('image.version', '')  # the version is the package's
+    # dependencies from pyproject.toml alone, before the source: a source change keeps torch
+    assert text.index('--deps-only') < text.index('COPY . /src')
 
 
 def test_committed_descriptor_is_the_parser_s():
     committed = json.loads((ROOT / 'boutiques.json').read_text())
-    fresh = build_descriptor()
-    for key in ('tool-version', 'container-image'):  # the image writes its own, versioned
-        committed.pop(key)
-        fresh.pop(key)
-    assert committed == fresh, 'boutiques.json is stale: run make boutiques'
+    assert committed == build_descriptor(), 'boutiques.json is stale: run make boutiques'
+    assert committed['tool-version'] == __version__
 
 
 def test_descriptor_inputs_match_the_parser():
@@ -211,3 +218,217 @@ def test_caches_go_to_the_work_dir_when_home_is_not_writable(cli, dataset, tmp_p
     work = tmp_path / 'work' / '.cache'
     assert seen == {'MPLCONFIGDIR': str(work / 'mplconfigdir'),
                     'XDG_CACHE_HOME': str(work / 'xdg_cache_home')}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The image, built by `make image`, run as a user would (make test-container; DESIGN.md 8).
+IMAGE = 'localhost/bids-syncact'
+#: Where the comparison's timings and differences go (make test-container prints it).
+RECORD = ROOT / '.cache' / 'container-test.json'
+#: Maps and tables agree within |container - pip| <= ATOL + RTOL * |pip|: the image may resolve
+#: another torch build than the pip install (CPU kernels differ in the last bits of float32).
+RTOL, ATOL = 1e-3, 1e-5
+#: Compared: every file of both output trees but these (they hold run ids, paths, timings or
+#: versions by design, or are locks).
+NOT_COMPARED = ('*.html', '*.lock', 'logs/CITATION.md', 'sub-*/log/*/config.toml')
+#: Sidecar keys left out: software versions, the container entry, and nothing else.
+KEYS_LEFT_OUT = ('SoftwareVersions', 'ParticipantSoftwareVersions', 'Versions', 'Container')
+#: The feature cache's hash covers the software versions: it differs when torch does.
+HASH = re.compile(r'hash-[0-9a-f]{8}')
+
+
+def _engine() -> list[str]:
+    """The engine ``make image`` used: docker when ``docker info`` works, else podman."""
+    if shutil.which('docker') and _run('docker', 'info').returncode == 0:
+        return ['docker']
+    if shutil.which('podman'):
+        opts = os.environ.get('PODMAN_OPTS', '--storage-driver vfs --runtime runc').split()
+        return ['podman', *opts]
+    return []
+
+
+def _unavailable(reason: str):
+    if os.environ.get('CI') == 'true':
+        pytest.fail(f'{reason} (CI=true: the container test must run)')
+    pytest.skip(reason)
+
+
+def _readme_commands() -> list[list[str]]:
+    """The `docker run` commands of the README's Docker section, continuation lines joined."""
+    readme = (ROOT / 'README.md').read_text()
+    section = readme.split('### Docker')[1].split('\n### ')[0]
+    block = section.split('```sh\n')[1].split('```')[0].replace('\\\n', ' ')
+    return [shlex.split(line) for line in block.splitlines() if line.startswith('docker run')]
+
+
+@pytest.fixture(scope='module')
+def engine():
+    if os.geteuid() != 0:
+        _unavailable('the container test needs root (podman as root, uid 1000 owns the outputs)')
+    engine = _engine()
+    if not engine:
+        _unavailable('no container engine: docker info fails and podman is not installed')
+    os.environ.setdefault('CONTAINERS_CONF', str(ROOT / 'scripts' / 'containers.conf'))
+    inspect = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
+                   '{{index .Config.Labels "org.opencontainers.image.version"}}')  # fmt: skip
+    if inspect.returncode != 0:
+        _unavailable(f'no image {IMAGE}:{__version__}: run make image')
+    assert inspect.stdout.strip() == __version__
+    return engine
+
+
+@pytest.fixture(scope='module')
+def runs(engine):
+    """The demo at both levels, with the pip install and in the image, from the README."""
+    from bids_syncact.demo import DemoSpec, make_dataset
+
+    top = Path(tempfile.mkdtemp(prefix='syncact-container-', dir='/var/tmp'))
+    top.chmod(0o755)
+    demo = make_dataset(top / 'demo', DemoSpec())
+    dirs = {}
+    for name in ('pip', 'container'):
+        for kind in ('out', 'work'):
+            dirs[name, kind] = top / name / kind
+            dirs[name, kind].mkdir(parents=True)
+        if name == 'container':  # the image runs as uid 1000
+            for path in (top / name, dirs[name, 'out'], dirs[name, 'work']):
+                os.chown(path, 1000, 1000)
+    commands = _readme_commands()
+    assert len(commands) == 2, 'the README shows the participant and the group command'
+    record, times = {}, {}
+    for level, words in zip(('participant', 'group'), commands, strict=True):
+        image_at = words.index(f'{IMAGE}:{__version__}')
+        values = {'$DEMO': str(demo), '$OUT': str(dirs['container', 'out']),
+                  '$WORK': str(dirs['container', 'work']), '$(id -u):$(id -g)': '1000:1000'}  # fmt: skip
+        container = [_expand(w, values) for w in words]
+        assert container[:2] == ['docker', 'run']
+        assert level in container
+        app_args = [_expand(w, values) for w in words[image_at + 1 :]]
+        pip_args = [{'/out': str(dirs['pip', 'out']), '/work': str(dirs['pip', 'work'])}.get(a, a)
+                    for a in app_args]  # fmt: skip
+        for name, command in (('pip', [str(BIN / 'bids-syncact'), *pip_args]),
+                              ('container', [*engine, *container[1:]])):  # fmt: skip
+            start = time.monotonic()
+            proc = _run(*command)
+            times[f'{name}_{level}_s'] = round(time.monotonic() - start, 1)
+            assert proc.returncode == 0, f'{name} {level}: {proc.stderr[-3000:]}'
+    record.update(times)
+    yield {'top': top, 'demo': demo, 'engine': engine,
+           'pip': dirs['pip', 'out'], 'container': dirs['container', 'out'], 'record': record}  # fmt: skip
+    RECORD.parent.mkdir(exist_ok=True)
+    RECORD.write_text(json.dumps(record, indent=1) + '\n')
+    shutil.rmtree(top)
+
+
+def _expand(word: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        word = word.replace(name, value)
+    assert '$' not in word, f'unexpanded: {word}'
+    return word
+
+
+def _compared(out: Path) -> dict[str, Path]:
+    files = {}
+    for path in sorted(p for p in out.rglob('*') if p.is_file()):
+        rel = path.relative_to(out)
+        if not any(rel.match(pattern) for pattern in NOT_COMPARED):
+            files[HASH.sub('hash-*', str(rel))] = path
+    return files
+
+
+def _difference(pip: np.ndarray, box: np.ndarray) -> tuple[float, float]:
+    """Largest absolute difference, and the largest in units of the tolerance (<= 1 passes)."""
+    pip, box = np.asarray(pip, float), np.asarray(box, float)
+    assert pip.shape == box.shape
+    assert np.array_equal(np.isnan(pip), np.isnan(box))
+    assert np.array_equal(np.isinf(pip), np.isinf(box))
+    assert np.array_equal(pip[np.isinf(pip)], box[np.isinf(box)])
+    finite = np.isfinite(pip)
+    if not finite.any():
+        return 0.0, 0.0
+    diff = np.abs(pip[finite] - box[finite])
+    return float(diff.max()), float((diff / (ATOL + RTOL * np.abs(pip[finite]))).max())
+
+
+def _json_leaves(value, path=''):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in KEYS_LEFT_OUT:
+                yield from _json_leaves(item, f'{path}/{key}')
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _json_leaves(item, f'{path}[{i}]')
+    else:
+        yield path, HASH.sub('hash-*', value) if isinstance(value, str) else value
+
+
+@pytest.mark.container
+def test_version_and_help_inside_the_image(engine):
+    base = [*engine, 'run', '--rm', '--network', 'none', '--read-only', '--tmpfs', '/tmp',
+            '-u', '1000:1000']  # fmt: skip
+    proc = _run(*base, f'{IMAGE}:latest', '--version')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f'bids-syncact {__version__}'
+    unset = ['--unsetenv', 'HOME'] if engine[0] == 'podman' else ['-e', 'HOME']
+    proc = _run(*base, *unset, f'{IMAGE}:{__version__}', '--help')
+    assert proc.returncode == 0, proc.stderr
+    assert 'Sync-ACT' in proc.stdout
+
+
+@pytest.mark.container
+def test_image_and_pip_install_agree_on_the_demo(runs):
+    pip, box = _compared(runs['pip']), _compared(runs['container'])
+    assert sorted(pip) == sorted(box)
+    kinds = {'.nii.gz': 0, '.tsv': 0, '.json': 0}
+    worst = {}
+    for rel, path in pip.items():
+        other = box[rel]
+        if rel.endswith('.nii.gz'):
+            a, b = nib.load(path), nib.load(other)
+            assert np.allclose(a.affine, b.affine), rel
+            assert a.shape == b.shape, rel
+            worst[rel] = _difference(a.get_fdata(), b.get_fdata())
+            kinds['.nii.gz'] += 1
+        elif rel.endswith('.tsv'):
+            a, b = (pd.read_csv(p, sep='\t', na_values=['n/a'], keep_default_na=False)
+                    for p in (path, other))  # fmt: skip
+            assert list(a.columns) == list(b.columns), rel
+            assert len(a) == len(b), rel
+            numeric = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])
+                       and not pd.api.types.is_bool_dtype(a[c])]  # fmt: skip
+            text = [c for c in a.columns if c not in numeric]
+            assert a[text].equals(b[text]), f'{rel}: labels or names differ'
+            worst[rel] = _difference(a[numeric].to_numpy(), b[numeric].to_numpy())
+            kinds['.tsv'] += 1
+        elif rel.endswith('.json'):
+            a, b = (dict(_json_leaves(json.loads(p.read_text()))) for p in (path, other))
+            assert sorted(a) == sorted(b), rel
+            numbers = [k for k, v in a.items() if isinstance(v, float | int)
+                       and not isinstance(v, bool)]  # fmt: skip
+            assert {k: v for k, v in a.items() if k not in numbers} == {
+                k: v for k, v in b.items() if k not in numbers
+            }, rel  # fmt: skip
+            worst[rel] = _difference([a[k] for k in numbers], [b[k] for k in numbers])
+            kinds['.json'] += 1
+        else:
+            assert path.read_bytes() == other.read_bytes(), rel
+    failing = {rel: w for rel, w in worst.items() if w[1] > 1}
+    runs['record'].update({
+        'tolerance': f'|container - pip| <= {ATOL} + {RTOL} * |pip|',
+        'files_compared': sorted(pip), 'files_not_compared': list(NOT_COMPARED),
+        'sidecar_keys_left_out': list(KEYS_LEFT_OUT), 'counts': kinds,
+        'max_abs_difference': {rel: w[0] for rel, w in worst.items()},
+        'max_in_tolerance_units': {rel: w[1] for rel, w in worst.items()},
+    })  # fmt: skip
+    assert kinds['.nii.gz'] >= 2 * 3 + 2  # coef and z per demo subject, the group maps
+    assert not failing, failing
+
+
+@pytest.mark.container
+def test_image_run_is_stamped_with_the_package_version(runs):
+    description = json.loads((runs['container'] / 'dataset_description.json').read_text())
+    (generated,) = description['GeneratedBy']
+    assert generated['Version'] == __version__
+    assert generated['Container'] == {'Type': 'docker', 'Tag': f'{IMAGE}:{__version__}'}
+    demo = runs['demo']
+    assert description['DatasetLinks']['raw'] == demo.as_uri()  # mounted at the same path

@@ -106,10 +106,12 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, fmriprep_dir: Pa
             generated_by: dict[str, Any] = {
                 'Name': 'bids-syncact', 'Version': __version__, 'CodeURL': CODE_URL,
             }  # fmt: skip
+            # The image sets BIDS_SYNCACT_CONTAINER=docker: its tag is the package's version.
             container = os.environ.get('BIDS_SYNCACT_CONTAINER')
             if container:
                 kind, _, tag = container.partition(' ')
-                generated_by['Container'] = {'Type': kind, 'Tag': tag or kind}
+                tag = tag or f'localhost/bids-syncact:{__version__}'
+                generated_by['Container'] = {'Type': kind, 'Tag': tag}
             links = dataset_links(bids_dir, fmriprep_dir)
             atomic_write_json(path, {
                 'Name': 'bids-syncact: CNN units coupled with functional brain networks',

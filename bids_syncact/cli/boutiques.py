@@ -59,7 +59,8 @@ def build_descriptor(
         'url': 'https://github.com/bids-syncact/bids-syncact',
         'command-line': f'mkdir -p [OUTPUT_DIR]; bids-syncact [BIDS_DIR] [OUTPUT_DIR] {keys}',
         'schema-version': '0.5',
-        'container-image': {'type': 'docker', 'image': f'bids-syncact:{docker_tag(version)}'},
+        'container-image': {'type': 'docker',
+                            'image': f'localhost/bids-syncact:{docker_tag(version)}'},
         'inputs': inputs,
         'output-files': [{
             'id': 'output_dir', 'name': 'Output directory', 'path-template': '[OUTPUT_DIR]',

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Build the bids-syncact image: `make image` (DESIGN.md sections 7 and 8).
+#
+#   scripts/image.sh              build
+#   scripts/image.sh --version    print the tag it makes
+#
+# Tags localhost/bids-syncact:<version> and :latest, the version (and the image's
+# org.opencontainers.image.version label) read from bids_syncact/_version.py. The engine is docker
+# when `docker info` succeeds, else podman with PODMAN_OPTS (default: --storage-driver vfs
+# --runtime runc) and CONTAINERS_CONF (default: scripts/containers.conf). Settings, from the
+# environment (the Makefile passes its variables of the same names):
+#   ENGINE           docker or podman: skip the detection
+#   BASE_IMAGE       the Dockerfile's base; default with docker: the Dockerfile's (the official
+#                    Python image); with podman: localhost/bids-syncact-base:bookworm, the
+#                    debootstrap stand-in made once by scripts/podman-base.sh
+#   TORCH_VARIANT    cpu (default), cuNNN or pypi (see the Dockerfile)
+#   FETCH_RESOURCES  1 (default) or 0: fetch weights and TemplateFlow files at build time
+#   PIP_CERT         a CA bundle mounted into podman's RUN steps and passed as a build argument
+#   IMAGE_DISK_GB    free disk (GB) required where the engine stores images (default: 32 with
+#                    podman's vfs driver, which copies every layer whole, else 12)
+# Prints the image size, the build time and the peak disk used; writes them to
+# .cache/image-build.json. Exit 69 when no engine works, 73 when the disk is short.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=$(sed -n "s/^__version__ = '\(.*\)'$/\1/p" bids_syncact/_version.py)
+if ! [[ "$version" =~ ^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?(\.dev[0-9]+)?$ ]]; then
+    echo "image.sh: bids_syncact/_version.py holds no plain release version ('$version')" >&2
+    exit 65
+fi
+image=localhost/bids-syncact
+if [ "${1:-}" = --version ]; then  # the tag this build makes
+    echo "$image:$version"
+    exit 0
+elif [ $# -gt 0 ]; then
+    echo "image.sh: unknown argument $1 (settings come from the environment: see the top of $0)" >&2
+    exit 64
+fi
+
+engine=${ENGINE:-}
+if [ -z "$engine" ]; then
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+        engine=docker
+    elif command -v podman >/dev/null; then
+        engine=podman
+    else
+        echo "image.sh: no container engine: 'docker info' fails and podman is not installed" \
+            "(apt-get install podman runc debootstrap)" >&2
+        exit 69
+    fi
+fi
+build_opts=(--network host)
+case "$engine" in
+    docker)
+        cmd=(docker)
+        store=$(docker info --format '{{.DockerRootDir}}')
+        need=${IMAGE_DISK_GB:-12}
+        ;;
+    podman)
+        read -r -a opts <<< "${PODMAN_OPTS:---storage-driver vfs --runtime runc}"
+        cmd=(podman "${opts[@]}")
+        export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/containers.conf}
+        store=$("${cmd[@]}" info --format '{{.Store.GraphRoot}}')
+        driver=$("${cmd[@]}" info --format '{{.Store.GraphDriverName}}')
+        need=${IMAGE_DISK_GB:-$([ "$driver" = vfs ] && echo 32 || echo 12)}
+        build_opts+=(--format docker)  # SHELL and the labels as docker has them
+        if [ -z "${BASE_IMAGE:-}" ]; then
+            BASE_IMAGE=localhost/bids-syncact-base:bookworm
+            PODMAN="${cmd[*]}" scripts/podman-base.sh "$BASE_IMAGE"
+        fi
+        if [ -n "${PIP_CERT:-}" ]; then
+            build_opts+=(-v "$PIP_CERT:/run/host-ca.pem:ro" --build-arg PIP_CERT=/run/host-ca.pem)
+        fi
+        ;;
+    *) echo "image.sh: ENGINE=$engine is neither docker nor podman" >&2; exit 64 ;;
+esac
+# Fail fast, in one line, where the build would wait on a download it cannot make.
+reachable() {  # any HTTP answer counts; no answer in 15 s does not
+    python3 -c 'import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=15)
+except urllib.error.HTTPError:
+    pass
+except OSError:
+    sys.exit(1)' "$1"
+}
+variant=${TORCH_VARIANT:-cpu}
+if [ "$variant" != pypi ] && ! reachable "https://download.pytorch.org/whl/$variant/"; then
+    echo "image.sh: the PyTorch index https://download.pytorch.org/whl/$variant/ cannot be" \
+        "reached: build with TORCH_VARIANT=pypi (torch and its CUDA libraries from the package index)" >&2
+    exit 69
+fi
+if [ "${FETCH_RESOURCES:-1}" != 0 ]; then
+    for url in https://download.pytorch.org/models/ https://templateflow.s3.amazonaws.com/; do
+        reachable "$url" || {
+            echo "image.sh: $url cannot be reached to fetch weights and TemplateFlow files:" \
+                "build with FETCH_RESOURCES=0 (the image then needs --weights PATH|none)" >&2
+            exit 69
+        }
+    done
+fi
+[ -n "${BASE_IMAGE:-}" ] && build_opts+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+build_opts+=(--build-arg "TORCH_VARIANT=$variant"
+             --build-arg "FETCH_RESOURCES=${FETCH_RESOURCES:-1}")
+
+mkdir -p "$store"
+used() { df --output=used -B1 "$store" | tail -1 | tr -d ' '; }
+free_gb=$(( $(df --output=avail -B1 "$store" | tail -1) / 1024**3 ))
+if [ "$free_gb" -lt "$need" ]; then
+    echo "image.sh: $free_gb GB free under $store, the build needs about $need GB" \
+        "(set IMAGE_DISK_GB to override; '${cmd[*]} system prune' frees old images)" >&2
+    exit 73
+fi
+
+# Peak disk: sample the store's file system while the build runs.
+before=$(used)
+peak_file=$(mktemp)
+echo "$before" > "$peak_file"
+( while sleep 2; do u=$(used); [ "$u" -gt "$(cat "$peak_file")" ] && echo "$u" > "$peak_file"; done ) &
+sampler=$!
+trap 'kill "$sampler" 2>/dev/null; rm -f "$peak_file"' EXIT
+
+echo "image.sh: building $image:$version with ${cmd[*]} (${build_opts[*]})"
+start=$(date +%s)
+"${cmd[@]}" build "${build_opts[@]}" \
+    --label "org.opencontainers.image.version=$version" \
+    -t "$image:$version" -t "$image:latest" -f Dockerfile .
+seconds=$(( $(date +%s) - start ))
+kill "$sampler" 2>/dev/null || true
+u=$(used); [ "$u" -gt "$(cat "$peak_file")" ] && echo "$u" > "$peak_file"
+peak_gb=$(awk -v p="$(cat "$peak_file")" -v b="$before" 'BEGIN { printf "%.1f", (p - b) / 1024^3 }')
+
+# Intermediate and replaced images: dangling ones go (the cached layers of :latest stay).
+"${cmd[@]}" image prune -f >/dev/null
+size=$("${cmd[@]}" image inspect "$image:$version" --format '{{.Size}}')
+size_gb=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1024^3 }')
+left_gb=$(awk -v u="$(used)" -v b="$before" 'BEGIN { printf "%.1f", (u - b) / 1024^3 }')
+mkdir -p .cache
+cat > .cache/image-build.json <<JSON
+{"image": "$image:$version", "engine": "${cmd[*]}", "base": "${BASE_IMAGE:-default}",
+ "build_s": $seconds, "size_gb": $size_gb, "peak_disk_gb": $peak_gb, "disk_after_gb": $left_gb}
+JSON
+echo "image.sh: $image:$version and :latest built in $seconds s; image $size_gb GB;" \
+    "peak disk $peak_gb GB above the start, $left_gb GB after pruning"
