@@ -16,8 +16,9 @@
 #   TORCH_VARIANT    cpu (default), cuNNN or pypi (see the Dockerfile)
 #   FETCH_RESOURCES  1 (default) or 0: fetch weights and TemplateFlow files at build time
 #   PIP_CERT         a CA bundle mounted into podman's RUN steps and passed as a build argument
-#   IMAGE_DISK_GB    free disk (GB) required where the engine stores images (default: 32 with
-#                    podman's vfs driver, which copies every layer whole, else 12)
+#   IMAGE_DISK_GB    free disk (GB) required where the engine stores images (default with podman's
+#                    vfs driver, which copies every layer whole: 26, or 16 with the dependency
+#                    image cached; else 12)
 # Prints the image size, the build time and the peak disk used; writes them to
 # .cache/image-build.json. Exit 69 when no engine works, 73 when the disk is short.
 set -euo pipefail
@@ -62,7 +63,12 @@ case "$engine" in
         export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/containers.conf}
         store=$("${cmd[@]}" info --format '{{.Store.GraphRoot}}')
         driver=$("${cmd[@]}" info --format '{{.Store.GraphDriverName}}')
-        need=${IMAGE_DISK_GB:-$([ "$driver" = vfs ] && echo 32 || echo 12)}
+        # vfs: cold, the deps layer and its step's container and diff (3 copies of about 7 GB);
+        # with the deps image cached, the last step's container and layer (2 copies)
+        if [ "$driver" != vfs ]; then need=12
+        elif "${cmd[@]}" image exists localhost/bids-syncact-deps:latest; then need=16
+        else need=26; fi
+        need=${IMAGE_DISK_GB:-$need}
         build_opts+=(--format docker)  # SHELL and the labels as docker has them
         if [ -z "${BASE_IMAGE:-}" ]; then
             BASE_IMAGE=localhost/bids-syncact-base:bookworm
@@ -104,40 +110,71 @@ build_opts+=(--build-arg "TORCH_VARIANT=$variant"
              --build-arg "FETCH_RESOURCES=${FETCH_RESOURCES:-1}")
 
 mkdir -p "$store"
+avail() { df --output=avail -B1 "$store" | tail -1 | tr -d ' '; }
 used() { df --output=used -B1 "$store" | tail -1 | tr -d ' '; }
-free_gb=$(( $(df --output=avail -B1 "$store" | tail -1) / 1024**3 ))
+free_gb=$(( $(avail) / 1024**3 ))
 if [ "$free_gb" -lt "$need" ]; then
     echo "image.sh: $free_gb GB free under $store, the build needs about $need GB" \
         "(set IMAGE_DISK_GB to override; '${cmd[*]} system prune' frees old images)" >&2
     exit 73
 fi
 
-# Peak disk: sample the store's file system while the build runs.
-before=$(used)
-peak_file=$(mktemp)
-echo "$before" > "$peak_file"
-( while sleep 2; do u=$(used); [ "$u" -gt "$(cat "$peak_file")" ] && echo "$u" > "$peak_file"; done ) &
-sampler=$!
-trap 'kill "$sampler" 2>/dev/null; rm -f "$peak_file"' EXIT
+build_opts+=(--label "org.opencontainers.image.version=$version")
 
-echo "image.sh: building $image:$version with ${cmd[*]} (${build_opts[*]})"
+# Peak disk: sample the store's file system while the build runs; stop it before the disk fills.
+floor=$(( 2 * 1024**3 ))
+before=$(used)
+peak=$before
 start=$(date +%s)
-"${cmd[@]}" build "${build_opts[@]}" \
-    --label "org.opencontainers.image.version=$version" \
-    -t "$image:$version" -t "$image:latest" -f Dockerfile .
+stage_file=$(mktemp)
+trap 'rm -f "$stage_file"; [ "$engine" != podman ] || drop_step_containers' EXIT
+build() {  # build OPTIONS...: in the background, sampled; returns the build's exit status
+    "${cmd[@]}" build "${build_opts[@]}" "$@" &
+    local pid=$! u
+    while kill -0 "$pid" 2>/dev/null; do
+        u=$(used); [ "$u" -gt "$peak" ] && peak=$u
+        if [ "$(avail)" -lt "$floor" ]; then
+            kill "$pid"; wait "$pid" || true
+            echo "image.sh: stopped the build: under 2 GB left under $store" \
+                "(peak $(( (peak - before) / 1024**3 )) GB above the start); free disk and rerun" >&2
+            exit 73
+        fi
+        sleep 2
+    done
+    wait "$pid"
+}
+# podman leaves its step containers behind (whole copies under vfs): remove those of the build.
+drop_step_containers() {
+    local id name
+    "${cmd[@]}" ps -a --external --format '{{.ID}} {{.Names}}' | while read -r id name; do
+        case "$name" in *-working-container) "${cmd[@]}" rm -f "$id" >/dev/null ;; esac
+    done
+}
+echo "image.sh: building $image:$version with ${cmd[*]} (${build_opts[*]})"
+if [ "$engine" = podman ]; then
+    # The deps stage with the layer cache; then the last stage from the Dockerfile's `FROM deps`
+    # line on, as one step without the cache (each cached step is a whole copy under vfs).
+    build --target deps -t localhost/bids-syncact-deps:latest -f Dockerfile .
+    drop_step_containers
+    sed -n '/^FROM deps$/,$p' Dockerfile | sed 's|^FROM deps$|FROM localhost/bids-syncact-deps:latest|' \
+        > "$stage_file"
+    build --layers=false -t "$image:$version" -t "$image:latest" -f "$stage_file" .
+    drop_step_containers
+else
+    build -t "$image:$version" -t "$image:latest" -f Dockerfile .
+fi
 seconds=$(( $(date +%s) - start ))
-kill "$sampler" 2>/dev/null || true
-u=$(used); [ "$u" -gt "$(cat "$peak_file")" ] && echo "$u" > "$peak_file"
-peak_gb=$(awk -v p="$(cat "$peak_file")" -v b="$before" 'BEGIN { printf "%.1f", (p - b) / 1024^3 }')
 
 # Intermediate and replaced images: dangling ones go (the cached layers of :latest stay).
 "${cmd[@]}" image prune -f >/dev/null
 size=$("${cmd[@]}" image inspect "$image:$version" --format '{{.Size}}')
 size_gb=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1024^3 }')
+peak_gb=$(awk -v p="$peak" -v b="$before" 'BEGIN { printf "%.1f", (p - b) / 1024^3 }')
 left_gb=$(awk -v u="$(used)" -v b="$before" 'BEGIN { printf "%.1f", (u - b) / 1024^3 }')
 mkdir -p .cache
 cat > .cache/image-build.json <<JSON
 {"image": "$image:$version", "engine": "${cmd[*]}", "base": "${BASE_IMAGE:-default}",
+ "torch_variant": "$variant", "fetch_resources": "${FETCH_RESOURCES:-1}",
  "build_s": $seconds, "size_gb": $size_gb, "peak_disk_gb": $peak_gb, "disk_after_gb": $left_gb}
 JSON
 echo "image.sh: $image:$version and :latest built in $seconds s; image $size_gb GB;" \

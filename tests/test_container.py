@@ -268,13 +268,15 @@ def engine():
     engine = _engine()
     if not engine:
         _unavailable('no container engine: docker info fails and podman is not installed')
-    os.environ.setdefault('CONTAINERS_CONF', str(ROOT / 'scripts' / 'containers.conf'))
-    inspect = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
-                   '{{index .Config.Labels "org.opencontainers.image.version"}}')  # fmt: skip
-    if inspect.returncode != 0:
-        _unavailable(f'no image {IMAGE}:{__version__}: run make image')
-    assert inspect.stdout.strip() == __version__
-    return engine
+    with pytest.MonkeyPatch.context() as patch:
+        if 'CONTAINERS_CONF' not in os.environ:  # what make image gives podman
+            patch.setenv('CONTAINERS_CONF', str(ROOT / 'scripts' / 'containers.conf'))
+        inspect = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
+                       '{{index .Config.Labels "org.opencontainers.image.version"}}')  # fmt: skip
+        if inspect.returncode != 0:
+            _unavailable(f'no image {IMAGE}:{__version__}: run make image')
+        assert inspect.stdout.strip() == __version__
+        yield engine
 
 
 @pytest.fixture(scope='module')
@@ -313,6 +315,9 @@ def runs(engine):
             times[f'{name}_{level}_s'] = round(time.monotonic() - start, 1)
             assert proc.returncode == 0, f'{name} {level}: {proc.stderr[-3000:]}'
     record.update(times)
+    for name in ('pip', 'container'):  # the torch each install resolved, from the feature cache
+        (sidecar,) = dirs[name, 'out'].glob('features/*_desc-activations_timeseries.json')
+        record[f'{name}_versions'] = json.loads(sidecar.read_text())['Settings']['Versions']
     yield {'top': top, 'demo': demo, 'engine': engine,
            'pip': dirs['pip', 'out'], 'container': dirs['container', 'out'], 'record': record}  # fmt: skip
     RECORD.parent.mkdir(exist_ok=True)
@@ -369,17 +374,22 @@ def test_version_and_help_inside_the_image(engine):
     proc = _run(*base, f'{IMAGE}:latest', '--version')
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f'bids-syncact {__version__}'
-    unset = ['--unsetenv', 'HOME'] if engine[0] == 'podman' else ['-e', 'HOME']
+    # docker cannot unset an image's variable: an empty HOME is the nearest
+    unset = ['--unsetenv', 'HOME'] if engine[0] == 'podman' else ['-e', 'HOME=']
     proc = _run(*base, *unset, f'{IMAGE}:{__version__}', '--help')
     assert proc.returncode == 0, proc.stderr
     assert 'Sync-ACT' in proc.stdout
 
 
-@pytest.mark.container
-def test_image_and_pip_install_agree_on_the_demo(runs):
-    pip, box = _compared(runs['pip']), _compared(runs['container'])
+def compare_trees(pip_out: Path, box_out: Path) -> dict:
+    """Compare two output trees file by file; fail on any difference beyond the tolerance.
+
+    Returns what was compared and, per file, the largest absolute difference and the largest in
+    units of the tolerance.
+    """
+    pip, box = _compared(pip_out), _compared(box_out)
     assert sorted(pip) == sorted(box)
-    kinds = {'.nii.gz': 0, '.tsv': 0, '.json': 0}
+    kinds = {'.nii.gz': 0, '.tsv': 0, '.json': 0, 'bytes': 0}
     worst = {}
     for rel, path in pip.items():
         other = box[rel]
@@ -412,16 +422,52 @@ def test_image_and_pip_install_agree_on_the_demo(runs):
             kinds['.json'] += 1
         else:
             assert path.read_bytes() == other.read_bytes(), rel
+            kinds['bytes'] += 1
     failing = {rel: w for rel, w in worst.items() if w[1] > 1}
-    runs['record'].update({
+    assert not failing, f'beyond |container - pip| <= {ATOL} + {RTOL} * |pip|: {failing}'
+    return {
         'tolerance': f'|container - pip| <= {ATOL} + {RTOL} * |pip|',
         'files_compared': sorted(pip), 'files_not_compared': list(NOT_COMPARED),
         'sidecar_keys_left_out': list(KEYS_LEFT_OUT), 'counts': kinds,
         'max_abs_difference': {rel: w[0] for rel, w in worst.items()},
         'max_in_tolerance_units': {rel: w[1] for rel, w in worst.items()},
-    })  # fmt: skip
-    assert kinds['.nii.gz'] >= 2 * 3 + 2  # coef and z per demo subject, the group maps
-    assert not failing, failing
+    }  # fmt: skip
+
+
+def test_the_comparison_sees_a_difference_beyond_the_tolerance(tmp_path):
+    """The check the container test rests on fails where it should (no container needed)."""
+    pip, box = tmp_path / 'pip', tmp_path / 'box'
+    stem = 'features/stim-1_cnn-a_layer-b_hash-0123abcd_desc-activations_timeseries'
+    for out in (pip, box):
+        (out / 'features').mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4),
+                                 np.eye(4)), out / 'map.nii.gz')  # fmt: skip
+        pd.DataFrame({'label': ['Visual', 'none'], 'p': [0.01, 0.5]}).to_csv(
+            out / f'{stem}.tsv', sep='\t', index=False)  # fmt: skip
+        (out / 'map.json').write_text(json.dumps({'Alpha': 0.05, 'Weights': {'File': '/w.pth'},
+                                                  'SoftwareVersions': {'torch': str(out)}}))  # fmt: skip
+        (out / 'x.html').write_text(str(out))  # not compared
+    box.joinpath(f'{stem}.tsv').rename(box / f'{stem.replace("0123abcd", "89abcdef")}.tsv')
+    assert compare_trees(pip, box)['counts'] == {'.nii.gz': 1, '.tsv': 1, '.json': 1, 'bytes': 0}
+    data = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4)
+    data[1, 2, 3] *= 1 + 3 * RTOL
+    nib.save(nib.Nifti1Image(data, np.eye(4)), box / 'map.nii.gz')
+    with pytest.raises(AssertionError, match=r'map\.nii\.gz'):
+        compare_trees(pip, box)
+    data[1, 2, 3] = 1 + RTOL / 2
+    nib.save(nib.Nifti1Image(data, np.eye(4)), box / 'map.nii.gz')
+    compare_trees(pip, box)  # within the tolerance
+    (box / 'map.json').write_text(json.dumps({'Alpha': 0.05, 'Weights': {'File': '/v.pth'}}))
+    with pytest.raises(AssertionError, match=r'map\.json'):
+        compare_trees(pip, box)
+
+
+@pytest.mark.container
+def test_image_and_pip_install_agree_on_the_demo(runs):
+    found = compare_trees(runs['pip'], runs['container'])
+    runs['record'].update(found)
+    assert found['counts']['.nii.gz'] >= 2 * 3 + 2  # coef and z per demo subject, group maps
+    assert found['counts']['.tsv'] >= 4 * 3 + 3  # sync x2, annotations, nulls; group tables
 
 
 @pytest.mark.container
