@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 install: $(STAMP)
 
 # DESIGN.md section 7: torch is not pinned; torchvision>0.28 brings the torch it was built for.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml bids_syncact/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
 	$(PIP) install --quiet -e '.[dev]' 2> >(grep -v '^WARNING: Location' >&2)

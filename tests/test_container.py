@@ -63,8 +63,10 @@ def test_dockerfile_keeps_caches_outside_home_and_fetches_at_build():
                     '--torch "${TORCH_VARIANT}" --deps-only'):  # fmt: skip
         assert setting in text, setting
     assert 'VERSION' not in text.replace('image.version', '')  # the version is the package's
-    # dependencies from pyproject.toml alone, before the source: a source change keeps torch
-    assert text.index('--deps-only') < text.index('COPY . /src')
+    # dependencies from pyproject.toml alone, before the source: a source change keeps torch;
+    # the source is bind-mounted in the last stage, which scripts/image.sh finds by this line
+    assert 'COPY . ' not in text
+    assert text.index('--deps-only') < text.index('\nFROM deps\n') < text.index('source=.,')
 
 
 def test_committed_descriptor_is_the_parser_s():
@@ -135,6 +137,23 @@ def test_install_script_refuses_unknown_options():
     proc = _run('bash', ROOT / 'scripts' / 'install.sh', '--no-such-thing')
     assert proc.returncode == 64
     assert 'unknown option --no-such-thing' in proc.stderr
+
+
+def test_install_script_refuses_an_unknown_torch_variant():
+    proc = _run('bash', ROOT / 'scripts' / 'install.sh', '--torch', 'rocm', '--python', 'true')
+    assert proc.returncode == 64
+    assert proc.stderr.strip() == 'install.sh: --torch rocm is not cpu, cuNNN or pypi'
+
+
+def test_image_script_tag_and_refusals():
+    script = ROOT / 'scripts' / 'image.sh'
+    assert _run('bash', script, '--version').stdout == f'localhost/bids-syncact:{__version__}\n'
+    proc = _run('bash', script, '--rebuild')
+    assert proc.returncode == 64
+    assert 'unknown argument --rebuild' in proc.stderr
+    proc = _run('bash', script, env={**os.environ, 'ENGINE': 'buildah'})
+    assert proc.returncode == 64
+    assert proc.stderr.strip() == 'image.sh: ENGINE=buildah is neither docker nor podman'
 
 
 def _read_only(folder: Path, command: list[str]) -> list[str]:
