@@ -56,16 +56,18 @@ from bids_syncact.core.selection import MAX_CV_VOXELS, choose_alpha
 from tests.structured_null import NullSpec, Plant, make_dataset
 
 N_NULLS = 99
-#: Experimental statistics that see the coefficients' size (not in calibration.py): the mean
-#: |a| in each network ('mass'), and that minus the mean |a| outside it ('contrast').
-EXTRA = ('mass', 'contrast')
+#: Experimental statistics (not in calibration.py): the mean |a| in each network ('mass'); logp
+#: of every non-zero voxel ('support') or of the voxels above one cut per unit pooled over the
+#: N + 1 maps ('pooled'); the network's share of the map's |a| over its share of the voxels
+#: ('share'). calibration.py's 'contrast' is 'mass' minus the mean |a| outside the network.
+EXTRA = ('mass', 'support', 'pooled', 'share')
 ALL_STATISTICS = STATISTICS + EXTRA
 #: Variants: dash-joined tokens; alpha: 'current' (chosen on the real data), 'fixed', 'pernull';
 #: shifts: 60 s from zero (default), 'uniform' (any but zero), 'movie' (the movie's volumes only);
 #: data: 'notransient'.
 VARIANTS = ('current', 'fixed', 'pernull', 'notransient', 'fixed-notransient', 'movie',
             'fixed-movie', 'uniform', 'fixed-uniform', 'fixed-uniform-notransient',
-            'pernull-uniform', 'uniform-notransient')
+            'pernull-uniform', 'uniform-notransient', 'zone20', 'fixed-zone20')
 #: The shifts' distance from zero before issue 18's fix (s).
 ZONE_S = 60.0
 #: The movie variants keep the onset and this much after it in place (s).
@@ -110,11 +112,25 @@ def null_stats(
     for m in maps:
         magnitude = np.abs(m.astype(np.float64))
         inside = magnitude @ member.T / size  # mean |a| in each network
-        outside = magnitude @ (1 - member).T / (m.shape[1] - size)
         empty = ~magnitude.any(axis=1)[:, None]
         out.setdefault('mass', []).append(np.where(empty, -np.inf, inside))
-        out.setdefault('contrast', []).append(np.where(empty, -np.inf, inside - outside))
-    for name in EXTRA:
+        # 'share': the network's share of the map's |a| over its share of the voxels (the
+        # enrichment of the mass, blind to the map's overall scale).
+        total = magnitude.sum(axis=1, keepdims=True)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            share = (magnitude @ member.T / total) / (size / m.shape[1])
+        out.setdefault('share', []).append(np.where(empty, -np.inf, share))
+    # 'support': logp of every non-zero voxel (F grows with the coupling instead of stopping at
+    # 5%); 'pooled': logp of the voxels above one cut per unit, the top 5% of |a| pooled over
+    # all N + 1 maps (the same cut for every map, so they stay exchangeable).
+    out['support'] = np.stack([network_statistics(m, networks, fraction=1.0) for m in maps])
+    stack = np.abs(np.stack(maps).astype(np.float64))  # (N + 1, K, V)
+    cut = np.quantile(stack.transpose(1, 0, 2).reshape(stack.shape[1], -1), 0.95, axis=1)
+    cut = np.maximum(cut, np.finfo(np.float64).tiny)
+    out['pooled'] = np.stack([
+        network_statistics(np.where(m >= cut[:, None], m, 0.0), networks, fraction=1.0)
+        for m in stack])
+    for name in ('mass', 'share'):
         out[name] = np.stack(out[name])
     return out
 
@@ -125,6 +141,9 @@ def null_dictionaries(sub, variant: str, seed: int, n_nulls: int, spec: NullSpec
     t_r = [s.t_r for s in sub.specs]
     if 'movie' not in variant:
         min_shift_s = 0.0 if 'uniform' in variant else ZONE_S
+        for token in variant.split('-'):
+            if token.startswith('zone'):  # e.g. 'zone20': shifts at least 20 s from zero
+                min_shift_s = float(token[4:])
         for row in nulls.draw_shifts(n_vols, t_r, n_nulls, seed=seed, min_shift_s=min_shift_s):
             yield nulls.shift_runs(sub.raw_runs, row)
         return
@@ -175,6 +194,11 @@ def one_dataset(job: tuple) -> dict:
             result[f'{statistic}_group_best'] = g.best.tolist()
             result[f'{statistic}_group_null_mean'] = g.null.mean(1).tolist()
             result[f'{statistic}_group_stat_mean'] = float(np.mean(g.statistic))
+            # The same group test with the real maps among the draws (indices 0..N).
+            rng = np.random.default_rng([seed, 0x6A0C])
+            idx0 = rng.integers(0, N_NULLS + 1, size=idx.shape)
+            g0 = group_inference(stats, idx0)
+            result[f'{statistic}_group0_p'] = g0.p.tolist()
     if plant is not None:
         unit, network = plant.units[0], plant.network
         for statistic in ALL_STATISTICS:
@@ -259,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             entry[statistic] = summarize(rows, statistic)
             if args.group > 1:
                 entry[f'{statistic}_group'] = summarize(rows, statistic, 'group_p')
+                entry[f'{statistic}_group0'] = summarize(rows, statistic, 'group0_p')
         if plant is not None:
             for key in [k for k in rows[0] if k.endswith('power')]:
                 entry[key] = float(np.mean([r[key] for r in rows]))
@@ -295,7 +320,8 @@ def _check(base: NullSpec) -> None:
                       n_nulls=N_NULLS, spec=base)  # fmt: skip
     for statistic in STATISTICS:
         fit = fit_layer(sub.raw_runs, sub.specs, sub.S, alpha=None, n_nulls=N_NULLS, seed=0,
-                        n_threads=1, networks=ds.layout.networks, statistic=statistic)  # fmt: skip
+                        n_threads=1, networks=ds.layout.networks,
+                        label_statistics=(statistic, statistic))  # fmt: skip
         np.testing.assert_array_equal(fit.network_stats, mine[statistic])
     print('check: the loop here gives fit_layer network_stats exactly', flush=True)
 

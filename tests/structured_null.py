@@ -21,8 +21,9 @@ parameters, white matter, CSF and fMRIPrep's 128 s cosines, the dummies dropped,
 the BOLD goes through :func:`~bids_syncact.core.denoise.clean` and
 :func:`~bids_syncact.core.denoise.concatenate_runs` as :mod:`bids_syncact.bids.runs` does.
 
-``Plant`` adds one unit's synchronized activation (or the mean of several) to one network's voxels
-at a chosen amplitude (in units of the white noise's SD).
+``Plant`` adds one unit's synchronized activation (or the mean of several: a cluster) to one
+network's voxels at a chosen amplitude (in units of the white noise's SD); several plants may be
+given.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class Dataset:
     layout: Layout
     raw_runs: list[np.ndarray]
     subjects: list[Subject] = field(default_factory=list)
-    plant: Plant | None = None
+    plant: Plant | Sequence[Plant] | None = None
 
 
 def make_layout(spec: NullSpec, rng: np.random.Generator) -> Layout:
@@ -228,9 +229,10 @@ def make_subject(
     layout: Layout,
     raw_runs: Sequence[np.ndarray],
     rng: np.random.Generator,
-    plant: Plant | None = None,
+    plant: Plant | Sequence[Plant] | None = None,
 ) -> Subject:
-    """Return one subject's runs: resting BOLD (plus ``plant``) cleaned and stacked."""
+    """Return one subject's runs: resting BOLD (plus ``plant``: one or several) cleaned and
+    stacked."""
     n_vox = layout.networks.shape[1]
     n = spec.n_vols
     cleaned, specs = [], []
@@ -253,11 +255,11 @@ def make_subject(
         wm = band_limited(rng, n, spec.t_r, (0.005, 0.1), 1)[:, 0]
         bold += wm[:, None] * wm_load
         bold += drift[:, None] * drift_load
-        if plant is not None:
-            driver = raw[:, list(plant.units)].mean(axis=1)
+        for one in _plants(plant):
+            driver = raw[:, list(one.units)].mean(axis=1)
             kept = np.arange(spec.n_dummies, n)
             driver = (driver - driver[kept].mean()) / driver[kept].std()
-            bold += plant.amplitude * driver[:, None] * layout.loadings[plant.network]
+            bold += one.amplitude * driver[:, None] * layout.loadings[one.network]
         bold[: spec.n_dummies] += 5.0 * np.exp(-np.arange(spec.n_dummies))[:, None]
         confounds = np.column_stack([
             motion + 0.05 * rng.standard_normal(motion.shape),
@@ -273,6 +275,12 @@ def make_subject(
         cleaned.append(clean(bold, run_spec))
     S = concatenate_runs(cleaned, drop_silent=True)
     return Subject(raw_runs=list(raw_runs), specs=specs, S=S)
+
+
+def _plants(plant: Plant | Sequence[Plant] | None) -> list[Plant]:
+    if plant is None:
+        return []
+    return [plant] if isinstance(plant, Plant) else list(plant)
 
 
 def _smooth_fields(spec: NullSpec, layout: Layout, rng: np.random.Generator, k: int) -> np.ndarray:
@@ -297,7 +305,7 @@ def make_dataset(
     seed: int,
     *,
     n_subjects: int = 1,
-    plant: Plant | None = None,
+    plant: Plant | Sequence[Plant] | None = None,
     spec: NullSpec | None = None,
 ) -> Dataset:
     """Return a seeded dataset: one layout, one movie, ``n_subjects`` independent subjects.
@@ -307,8 +315,8 @@ def make_dataset(
     seed : int
         Everything is drawn from it; subject ``i`` draws from its own stream, so the first
         subjects are the same whatever ``n_subjects``.
-    plant : Plant, optional
-        A coupling given to every subject.
+    plant : Plant or sequence of Plant, optional
+        Couplings given to every subject.
     """
     spec = spec or NullSpec()
     rng = np.random.default_rng([seed, 0])

@@ -17,7 +17,7 @@ from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
 from bids_syncact.bids.derivatives import PYBIDS_CONFIG, write_table
 from bids_syncact.bids.references import load_reference_networks
 from bids_syncact.cli.run import main
-from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
+from bids_syncact.core.calibration import GROUP_STATISTIC, network_statistics
 
 from .conftest import assert_refused
 
@@ -94,11 +94,11 @@ def _write_annotations(coef: Path, maps: np.ndarray, mask: np.ndarray, n_nulls: 
              for _ in range(n_nulls)]  # fmt: skip
     stats = np.stack([real, *nulls])
     sidecar = {'ReferenceNetworks': reference.name, 'ReferenceNetworksChecksum':
-               reference.checksum, 'NumberOfNulls': n_nulls, 'Statistic': DEFAULT_STATISTIC}  # fmt: skip
+               reference.checksum, 'NumberOfNulls': n_nulls, 'Statistic': GROUP_STATISTIC}  # fmt: skip
     write_table(table, pd.DataFrame({'unit': UNITS}), sidecar)
     if n_nulls:
         write_null_annotations(null_annotations_path(table), UNITS, reference.names, stats,
-                               np.ones(stats.shape[:2]), sidecar)  # fmt: skip
+                               np.ones(stats.shape[:2]), sidecar, stats)  # fmt: skip
 
 
 def _group(tmp_path, out, *extra):

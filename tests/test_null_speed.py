@@ -204,7 +204,8 @@ def test_fit_layer_nulls_equal_the_reference():
     def statistics(maps):
         return network_statistics(maps[:, annotated], networks[:, annotated])
 
-    exceed, max_null, stats, _ = _reference(raw, specs, S, ALPHA, shifts, fit.codes, statistics)
+    exceed, max_null, stats, null_maps = _reference(raw, specs, S, ALPHA, shifts, fit.codes,
+                                                    statistics)  # fmt: skip
     z = p_to_z(empirical_p(exceed, N_NULLS), N_NULLS).astype(np.float32)
     assert fit.z.tobytes() == z.tobytes()
     assert fit.max_null.tobytes() == max_null.tobytes()
@@ -212,6 +213,14 @@ def test_fit_layer_nulls_equal_the_reference():
     assert fit.network_stats.shape == (1 + N_NULLS, N_UNITS, 3)
     assert fit.network_stats[1:].tobytes() == stats.tobytes()
     np.testing.assert_array_equal(fit.network_stats[0], statistics(fit.codes))
+    # the subject-level label's statistic, from the same null maps
+    contrast = [network_statistics(m[:, annotated], networks[:, annotated], statistic='contrast')
+                for m in null_maps]  # fmt: skip
+    np.testing.assert_allclose(fit.subject_stats[1:], np.stack(contrast), rtol=1e-12)
+    np.testing.assert_array_equal(
+        fit.subject_stats[0],
+        network_statistics(fit.codes[:, annotated], networks[:, annotated], statistic='contrast'),
+    )
     assert not fit.max_null[:, 4].any()  # the zeroed unit: zero in every null
     assert fit.seconds_per_null > 0
 

@@ -47,9 +47,12 @@ def _network_stats(tmp_path: Path, coef: Path, mask: Path, reference: str, rng, 
     networks = load_reference_networks(reference, mask_img, mask=inside)
     maps = [real] + [rng.standard_normal(real.shape) for _ in range(n_nulls)]
     stats = np.stack([network_statistics(m, networks.in_mask(inside)) for m in maps])
+    contrast = np.stack([network_statistics(m, networks.in_mask(inside), statistic='contrast')
+                         for m in maps])  # fmt: skip
     max_abs = np.stack([np.abs(m).max(axis=1) for m in maps])
     path = tmp_path / 'node' / 'network_stats.npz'
-    np.savez(path, statistic=stats[: 1 + n_nulls], max_abs_coef=max_abs[: 1 + n_nulls],
+    np.savez(path, statistic=stats[: 1 + n_nulls], subject_statistic=contrast[: 1 + n_nulls],
+             max_abs_coef=max_abs[: 1 + n_nulls],
              networks=np.array(networks.names), n_nulls=n_nulls)  # fmt: skip
     return path
 
@@ -85,6 +88,15 @@ def test_each_unit_is_annotated_and_pybids_finds_the_table(tmp_path, rng):
     saved = np.load(stats)
     np.testing.assert_allclose(statistic, saved['statistic'], rtol=1e-8)
     np.testing.assert_allclose(max_abs, saved['max_abs_coef'], rtol=1e-8)
+    # the subject-level label's statistic (the contrast) is there too, map by map, and the
+    # annotation table's statistic column is the real map's
+    null_table = pd.read_csv(null_path, sep='\t', keep_default_na=False)
+    np.testing.assert_allclose(null_table['subject_statistic'].to_numpy(float),
+                               saved['subject_statistic'].ravel(), rtol=1e-8)  # fmt: skip
+    np.testing.assert_allclose(table['statistic'].to_numpy(float),
+                               saved['subject_statistic'][0].ravel(), rtol=1e-8)  # fmt: skip
+    null_meta = json.loads(null_path.with_suffix('.json').read_text())
+    assert (null_meta['Statistic'], null_meta['SubjectStatistic']) == ('logp', 'contrast')
     assert json.loads(null_path.with_suffix('.json').read_text())['NumberOfNulls'] == 39
     assert table.network.nunique() == 13  # Seitzman's networks, unassigned left out
     assert len(table) == 13 * len(UNITS)

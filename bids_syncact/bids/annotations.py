@@ -13,7 +13,7 @@ from bids_syncact.bids.boldmaps import boldmap_path
 from bids_syncact.bids.derivatives import write_table
 from bids_syncact.bids.references import ReferenceNetworks
 from bids_syncact.core.annotation import TOP_FRACTION, Annotation
-from bids_syncact.core.calibration import DEFAULT_STATISTIC, LABEL_LEVEL
+from bids_syncact.core.calibration import GROUP_STATISTIC, LABEL_LEVEL, SUBJECT_STATISTIC
 
 
 def annotations_path(
@@ -66,15 +66,18 @@ def write_annotations(
 
 def write_null_annotations(
     path: Path, units: Sequence[int], networks: Sequence[str], statistic: np.ndarray,
-    max_abs_coef: np.ndarray, sidecar: Mapping[str, Any],
+    max_abs_coef: np.ndarray, sidecar: Mapping[str, Any], subject_statistic: np.ndarray,
 ) -> Path:  # fmt: skip
-    """Write the statistic of the real (map 0) and every null map, per cluster and network.
+    """Write the statistics of the real (map 0) and every null map, per cluster and network.
 
     Parameters
     ----------
     statistic : ndarray of shape (1 + N, K, n_networks)
+        The group's statistic (:data:`~bids_syncact.core.calibration.GROUP_STATISTIC`).
     max_abs_coef : ndarray of shape (1 + N, K)
         The largest ``|coefficient|`` over voxels of each map and cluster.
+    subject_statistic : ndarray of shape (1 + N, K, n_networks)
+        The subject-level label's (:data:`~bids_syncact.core.calibration.SUBJECT_STATISTIC`).
     """
     n_maps, n_units, n_networks = statistic.shape
     index = np.indices((n_maps, n_units, n_networks)).reshape(3, -1)
@@ -82,6 +85,7 @@ def write_null_annotations(
         'map': index[0], 'unit': np.asarray(units)[index[1]],
         'network': np.asarray(networks, dtype=object)[index[2]],
         'statistic': statistic.reshape(-1),
+        'subject_statistic': np.asarray(subject_statistic).reshape(-1),
         'max_abs_coef': np.asarray(max_abs_coef)[index[0], index[1]],
     })  # fmt: skip
     return write_table(path, table, sidecar)
@@ -122,8 +126,8 @@ def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
     if n_nulls:
         labelling = (
             f"label = the network of largest standardized statistic when the cluster's "
-            f'calibrated p < {LABEL_LEVEL:g}, else none: the {STATISTIC_NAMES[DEFAULT_STATISTIC]} '
-            f'of F against each network is computed on the real map and on each of the '
+            f'calibrated p < {LABEL_LEVEL:g}, else none: the {STATISTIC_NAMES[SUBJECT_STATISTIC]} '
+            f'is computed against each network on the real map and on each of the '
             f'{n_nulls} null maps (circularly shifted dictionaries, solved like the real one); '
             "each network's statistic is standardized by its mean and SD over all maps; p = "
             '(1 + #{null max >= real max}) / (1 + N), max over networks, ties counted'
@@ -146,7 +150,8 @@ def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
         'ReferenceNetworksChecksum': reference.checksum,
         'ReferenceNetworksDescription': reference.description,
         'ReferenceNetworksSource': reference.source,
-        'Statistic': DEFAULT_STATISTIC,
+        'Statistic': GROUP_STATISTIC,
+        'SubjectStatistic': SUBJECT_STATISTIC,
         'NumberOfNulls': n_nulls,
         'LabelLevel': LABEL_LEVEL,
         'Columns': {
@@ -167,4 +172,5 @@ def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
 STATISTIC_NAMES = {
     'logp': '-log10 one-sided hypergeometric p',
     'enrichment': 'enrichment (|F&N|/|F|)/(|N|/|M|)',
+    'contrast': 'mean |coefficient| in the network minus outside it (all voxels of the mask)',
 }

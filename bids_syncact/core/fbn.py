@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bids_syncact.core import _nullsolve
-from bids_syncact.core.calibration import DEFAULT_STATISTIC, network_statistics
+from bids_syncact.core.calibration import LABEL_STATISTICS, network_statistics
 from bids_syncact.core.coupling import condition_number, sparse_code, variance_inflation
 from bids_syncact.core.denoise import CleanSpec, clean, concatenate_runs
 from bids_syncact.core.nulls import draw_shifts, empirical_p, fwe_threshold, p_to_z
@@ -47,9 +47,13 @@ class LayerFit:
     max_null: np.ndarray | None = None
     """``(n_nulls, K)``: the largest ``|null coefficient|`` over voxels, per null and unit."""
     network_stats: np.ndarray | None = None
-    """``(1 + n_nulls, K, n_networks)``: the annotation statistic of the real maps (index 0)
-    and of every null map (:func:`~bids_syncact.core.calibration.network_statistics`); None
-    without reference networks."""
+    """``(1 + n_nulls, K, n_networks)``: the group's annotation statistic
+    (:data:`~bids_syncact.core.calibration.GROUP_STATISTIC`) of the real maps (index 0) and of
+    every null map (:func:`~bids_syncact.core.calibration.network_statistics`); None without
+    reference networks."""
+    subject_stats: np.ndarray | None = None
+    """Like ``network_stats``, the subject-level label's statistic
+    (:data:`~bids_syncact.core.calibration.SUBJECT_STATISTIC`)."""
     seconds_per_null: float | None = None
 
 
@@ -95,7 +99,7 @@ def fit_layer(
     n_threads: int | None = None,
     networks: np.ndarray | None = None,
     annotated: np.ndarray | None = None,
-    statistic: str = DEFAULT_STATISTIC,
+    label_statistics: tuple[str, str] = LABEL_STATISTICS,
 ) -> LayerFit:
     """Return the FBNs of one layer's units.
 
@@ -120,8 +124,10 @@ def fit_layer(
         compared with them (``network_stats``), since the null maps themselves are not kept.
     annotated : ndarray of bool, shape (V,), optional
         The voxels of ``S`` that the annotation counts (default all).
-    statistic : str
-        The annotation statistic (:func:`~bids_syncact.core.calibration.network_statistics`).
+    label_statistics : (str, str)
+        The group's and the subject-level label's statistics
+        (:func:`~bids_syncact.core.calibration.network_statistics`), for ``network_stats`` and
+        ``subject_stats``.
 
     Returns
     -------
@@ -154,10 +160,17 @@ def fit_layer(
     annotated = np.ones(codes.shape[1], dtype=bool) if annotated is None else annotated
 
     def network_stats(maps: np.ndarray) -> np.ndarray:
-        return network_statistics(maps[:, annotated], networks, statistic=statistic)
+        # both statistics side by side: (n_maps, 2 * n_networks)
+        part = maps[:, annotated]
+        return np.concatenate([network_statistics(part, networks, statistic=name)
+                               for name in label_statistics], axis=-1)  # fmt: skip
+
+    def split(stats: np.ndarray) -> dict:
+        n_networks = len(networks)
+        return {'network_stats': stats[..., :n_networks], 'subject_stats': stats[..., n_networks:]}
 
     if networks is not None:
-        fit = replace(fit, network_stats=network_stats(codes)[None])
+        fit = replace(fit, **split(network_stats(codes)[None]))
     if n_nulls <= 0:
         return fit
     shifts = draw_shifts([len(raw) for raw in raw_runs], [s.t_r for s in specs], n_nulls,
@@ -172,10 +185,17 @@ def fit_layer(
                                     statistics=statistics, device=device, n_threads=n_threads)  # fmt: skip
     seconds = (time.perf_counter() - start) / n_nulls
     z = p_to_z(empirical_p(tally.exceed, n_nulls), n_nulls).astype(np.float32)
-    stats = None if networks is None else np.concatenate([fit.network_stats, tally.stats])
+    stats = (
+        {}
+        if networks is None
+        else split(
+            np.concatenate(
+                [np.concatenate([fit.network_stats, fit.subject_stats], axis=-1), tally.stats]
+            )
+        )
+    )
     return replace(fit, z=z, fwe_threshold=fwe_threshold(tally.max_null), shifts=shifts,
-                   max_null=tally.max_null, seconds_per_null=seconds,
-                   network_stats=stats)  # fmt: skip
+                   max_null=tally.max_null, seconds_per_null=seconds, **stats)  # fmt: skip
 
 
 def _vif(D: np.ndarray, zero_units: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from bids_syncact.bids.annotations import (
 )
 from bids_syncact.bids.references import load_reference_networks
 from bids_syncact.core.annotation import NO_LABEL, TOP_FRACTION, annotate
-from bids_syncact.core.calibration import DEFAULT_STATISTIC, subject_inference
+from bids_syncact.core.calibration import GROUP_STATISTIC, SUBJECT_STATISTIC, subject_inference
 
 #: Keys of the coefficient map's sidecar the annotation table repeats.
 _KEPT = ('Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit', 'HRF',
@@ -78,6 +78,7 @@ class AnnotateLayer(SimpleInterface):
                        for k in range(maps.shape[1])]  # fmt: skip
         saved = np.load(inputs.network_stats_file)
         stats, n_nulls = saved['statistic'], int(saved['n_nulls'])
+        subject_stats = saved['subject_statistic']
         if list(saved['networks']) != list(reference.names) or stats.shape[1] != maps.shape[1]:
             raise RuntimeError('the coupling node annotated other networks or clusters')
         meta = json.loads(Path(inputs.sidecar_files[coef]).read_text())
@@ -86,9 +87,9 @@ class AnnotateLayer(SimpleInterface):
         sidecar = annotation_sidecar(common, reference, 'stat-coef, the sparse coefficients',
                                      n_nulls=n_nulls)  # fmt: skip
         units = meta['UnitIndices']
-        per_network = {'statistic': stats[0]}
+        per_network = {'statistic': subject_stats[0]}
         if n_nulls:
-            result = subject_inference(stats)
+            result = subject_inference(subject_stats)
             labels = [reference.names[b] if ok else NO_LABEL
                       for b, ok in zip(result.best, result.labelled, strict=True)]  # fmt: skip
             per_unit = {'p': result.p.tolist(), 'p_fwe': result.p_fwe.tolist()}
@@ -102,12 +103,14 @@ class AnnotateLayer(SimpleInterface):
                 stats,
                 saved['max_abs_coef'],
                 null_sidecar(common, reference, n_nulls, _z_sidecar(inputs)),
+                subject_stats,
             )
             self._results['null_file'] = str(null_path)
         else:
             labels, per_unit = [NOT_TESTED] * len(units), {}
             remove_stale(null_annotations_path(Path(inputs.out_path)))
-        sidecar['Columns']['statistic'] = STATISTIC_NAMES[DEFAULT_STATISTIC] + ' (-inf: empty map)'
+        sidecar['Columns']['statistic'] = (STATISTIC_NAMES[SUBJECT_STATISTIC]
+                                           + ' (-inf: empty map)')  # fmt: skip
         out = write_annotations(Path(inputs.out_path), units, annotations, sidecar,
                                 labels=labels, per_unit=per_unit, per_network=per_network)  # fmt: skip
         self._results['out_file'] = str(out)
@@ -128,23 +131,26 @@ def null_sidecar(common: dict, reference, n_nulls: int, meta: dict) -> dict:
     """Return the sidecar of the null statistics table."""
     return {
         'Description': (
-            f'The annotation statistic ({STATISTIC_NAMES[DEFAULT_STATISTIC]} of the top '
-            f'{TOP_FRACTION:.0%} |values| against each network) of the real map (map 0) and of '
-            f'each of the {n_nulls} null maps (maps 1..N: circularly shifted dictionaries, solved '
-            'like the real one), per cluster; and the largest |coefficient| over voxels of each '
-            'map and cluster. What the group level draws its null from; the null maps '
+            f"The annotation statistics of the real map (map 0) and of each of the {n_nulls} "
+            'null maps (maps 1..N: circularly shifted dictionaries, solved like the real one), '
+            f"per cluster and network: the group's ({STATISTIC_NAMES[GROUP_STATISTIC]} of the "
+            f'top {TOP_FRACTION:.0%} |values|) and the subject-level label\'s '
+            f'({STATISTIC_NAMES[SUBJECT_STATISTIC]}); and the largest |coefficient| over voxels '
+            'of each map and cluster. What the group level draws its null from; the null maps '
             'themselves are not kept'
         ),
         **common,
         'ReferenceNetworks': reference.name,
         'ReferenceNetworksChecksum': reference.checksum,
-        'Statistic': DEFAULT_STATISTIC,
+        'Statistic': GROUP_STATISTIC,
+        'SubjectStatistic': SUBJECT_STATISTIC,
         'NumberOfNulls': n_nulls,
         'NullShifts': meta.get('NullShifts'),
         'Columns': {
             'map': '0: the real map; 1..N: the null maps, in the order of NullShifts',
             'unit': "channel index of the cluster's named member", 'network': 'reference network',
-            'statistic': STATISTIC_NAMES[DEFAULT_STATISTIC] + ' (-inf: empty map)',
+            'statistic': STATISTIC_NAMES[GROUP_STATISTIC] + ' (-inf: empty map)',
+            'subject_statistic': STATISTIC_NAMES[SUBJECT_STATISTIC] + ' (-inf: empty map)',
             'max_abs_coef': 'largest |coefficient| over voxels of the map and cluster',
         },
     }  # fmt: skip

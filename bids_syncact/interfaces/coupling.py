@@ -210,7 +210,8 @@ def save_network_stats(path: Path, fit: LayerFit, reference, *, units, n_annotat
     if n_nulls:
         max_abs = np.concatenate([max_abs, fit.max_null], axis=0)
     np.savez(
-        path, statistic=fit.network_stats, max_abs_coef=max_abs, networks=np.array(reference.names),
+        path, statistic=fit.network_stats, subject_statistic=fit.subject_stats,
+        max_abs_coef=max_abs, networks=np.array(reference.names),
         units=np.asarray(units), n_nulls=n_nulls, n_annotated=n_annotated,
         reference_checksum=reference.checksum,
     )  # fmt: skip

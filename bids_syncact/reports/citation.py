@@ -145,16 +145,18 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
         n_nulls = annotation.get('NumberOfNulls') or 0
         text += (
             f' Each FBN was annotated with the {annotation.get("ReferenceNetworks")} reference '
-            f'networks ({annotation.get("ReferenceNetworksDescription", "").rstrip(".")}): the '
-            f'top {TOP_FRACTION:.0%} absolute coefficients F were compared with each network '
-            f'by the {STATISTIC_NAMES.get(annotation.get("Statistic"), "statistic")} of their '
-            'overlap. '
+            f'networks ({annotation.get("ReferenceNetworksDescription", "").rstrip(".")}). '
         )
+        subject = STATISTIC_NAMES.get(annotation.get('SubjectStatistic'), 'statistic')
         text += (
-            "The same statistic was computed on each null map; each network's statistic was "
-            "standardized by its mean and SD over the real and null maps, and a unit's p was "
-            "the rank of its maximum over networks among the nulls' maxima, (1 + count) / "
-            f'(1 + {n_nulls}); units with p < {LABEL_LEVEL:g} were labelled with that network. '
+            f'Per unit and network, the {subject} was computed on the real map and on each '
+            "null map; each network's statistic was standardized by its mean and SD over the "
+            "real and null maps, and a unit's p was the rank of its maximum over networks among "
+            f"the nulls' maxima, (1 + count) / (1 + {n_nulls}); units with p < {LABEL_LEVEL:g} "
+            'were labelled with that network. For the group level, the '
+            f'{STATISTIC_NAMES.get(annotation.get("Statistic"), "statistic")} of the top '
+            f'{TOP_FRACTION:.0%} absolute coefficients F against each network was computed on '
+            'the same maps. '
             'The hypergeometric p alone treats voxels as independent and is anti-conservative '
             'for spatially smooth maps (Markello and Misic 2021, NeuroImage 236): it was '
             'reported, not used.'
