@@ -3,6 +3,7 @@
 #
 #   scripts/image.sh              build
 #   scripts/image.sh --version    print the tag it makes
+#   scripts/image.sh --source-digest   print the digest of the source it would install
 #
 # Tags localhost/bids-syncact:<version> and :latest, the version (and the image's
 # org.opencontainers.image.version label) read from bids_syncact/_version.py. The engine is docker
@@ -30,8 +31,18 @@ if ! [[ "$version" =~ ^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?(\.dev[0-9]+)?$ ]]; then
     exit 65
 fi
 image=localhost/bids-syncact
+# A digest of the source the image installs (tracked and untracked files git does not ignore):
+# the image's org.bids-syncact.source label, which the container test checks against the tree.
+source_digest() {
+    git rev-parse --git-dir >/dev/null 2>&1 || { echo none; return; }
+    git ls-files -co --exclude-standard -z | LC_ALL=C sort -z \
+        | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16
+}
 if [ "${1:-}" = --version ]; then  # the tag this build makes
     echo "$image:$version"
+    exit 0
+elif [ "${1:-}" = --source-digest ]; then
+    source_digest
     exit 0
 elif [ $# -gt 0 ]; then
     echo "image.sh: unknown argument $1 (settings come from the environment: see the top of $0)" >&2
@@ -158,10 +169,12 @@ if [ "$engine" = podman ]; then
     drop_step_containers
     sed -n '/^FROM deps$/,$p' Dockerfile | sed 's|^FROM deps$|FROM localhost/bids-syncact-deps:latest|' \
         > "$stage_file"
-    build --layers=false -t "$image:$version" -t "$image:latest" -f "$stage_file" .
+    build --layers=false --label "org.bids-syncact.source=$(source_digest)" \
+        -t "$image:$version" -t "$image:latest" -f "$stage_file" .
     drop_step_containers
 else
-    build -t "$image:$version" -t "$image:latest" -f Dockerfile .
+    build --label "org.bids-syncact.source=$(source_digest)" \
+        -t "$image:$version" -t "$image:latest" -f Dockerfile .
 fi
 seconds=$(( $(date +%s) - start ))
 

@@ -298,6 +298,22 @@ def engine():
         yield engine
 
 
+def _source_of_image(engine: list[str]) -> tuple[str, str]:
+    """The source digest the image was built from, and the working tree's now."""
+    label = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
+                 '{{index .Config.Labels "org.bids-syncact.source"}}').stdout.strip()  # fmt: skip
+    tree = _run('bash', ROOT / 'scripts' / 'image.sh', '--source-digest', cwd=ROOT)
+    return label, tree.stdout.strip()
+
+
+def _same_source(engine: list[str]) -> None:
+    built, now = _source_of_image(engine)
+    assert built == now, (
+        f'the source changed after make image (image {built}, tree {now}): the pip run would '
+        "not run the image's code; rerun make test-container with the checkout at rest"
+    )
+
+
 @pytest.fixture(scope='module')
 def runs(engine):
     """The demo at both levels, with the pip install and in the image, from the README."""
@@ -314,6 +330,7 @@ def runs(engine):
         if name == 'container':  # the image runs as uid 1000
             for path in (top / name, dirs[name, 'out'], dirs[name, 'work']):
                 os.chown(path, 1000, 1000)
+    _same_source(engine)
     commands = _readme_commands()
     assert len(commands) == 2, 'the README shows the participant and the group command'
     record, times = {}, {}
@@ -333,6 +350,7 @@ def runs(engine):
             proc = _run(*command)
             times[f'{name}_{level}_s'] = round(time.monotonic() - start, 1)
             assert proc.returncode == 0, f'{name} {level}: {proc.stderr[-3000:]}'
+    _same_source(engine)  # the tree did not change while both ran
     record.update(times)
     for name in ('pip', 'container'):  # the torch each install resolved, from the feature cache
         (sidecar,) = dirs[name, 'out'].glob('features/*_desc-activations_timeseries.json')
