@@ -358,11 +358,40 @@ def test_network_statistics_empty_map_and_empty_network():
     networks[0, :30] = 1.0
     maps = np.zeros((2, 100))
     maps[1, :10] = 1.0
-    for statistic in ('logp', 'enrichment'):
+    for statistic in ('logp', 'enrichment', 'contrast'):
         stats = network_statistics(maps, networks, statistic=statistic)
         assert (stats[0] == -np.inf).all()  # nothing in F
         assert stats[1, 1] == STATISTIC_FLOOR  # a network with no voxel
         assert stats[1, 0] > 0
+
+
+def test_network_statistics_contrast_is_mean_inside_minus_outside():
+    rng = np.random.default_rng(8)
+    networks = (rng.random((4, 300)) < 0.25).astype(float)
+    maps = rng.standard_normal((6, 300)) * (rng.random((6, 300)) < 0.3)
+    maps[2, 7] = np.nan  # a non-finite voxel counts as 0
+    contrast = network_statistics(maps, networks, statistic='contrast')
+    for i in range(6):
+        magnitude = np.nan_to_num(np.abs(maps[i]))
+        member = networks >= 0.5
+        expect = [magnitude[m].mean() - magnitude[~m].mean() for m in member]
+        np.testing.assert_allclose(contrast[i], expect, rtol=1e-12)
+
+
+def test_contrast_grows_with_the_coupling_where_logp_stops():
+    # Why the subject level uses the contrast: once F lies inside the network, logp is at its
+    # ceiling, so a half-coupled null map ties with the coupled one; the contrast still ranks them.
+    rng = np.random.default_rng(9)
+    layout = make_layout(SPEC, rng)
+    noise = gaussian_filter(rng.standard_normal(SPEC.shape), 2)[layout.mask]
+    noise /= noise.std()
+    loading = layout.loadings[0] / layout.loadings[0].max()
+    half, full = (noise + beta * loading for beta in (8.0, 16.0))
+    logp = network_statistics(np.stack([half, full]), layout.networks, statistic='logp')[:, 0]
+    contrast = network_statistics(np.stack([half, full]), layout.networks,
+                                  statistic='contrast')[:, 0]  # fmt: skip
+    assert logp[0] == logp[1]  # both F wholly inside network 0
+    assert contrast[1] > 1.5 * contrast[0]
 
 
 def test_similarity_is_centred_on_its_draws():

@@ -144,10 +144,12 @@ def network_statistics(
 
 def _contrast(maps: np.ndarray, member: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Return the mean ``|value|`` inside each network minus outside it, ``(n_maps, n_networks)``."""
-    magnitude = np.abs(maps.astype(np.float64))
-    magnitude[~np.isfinite(magnitude)] = 0.0
-    inside_sum = magnitude @ member.T.astype(np.float64)
+    magnitude = np.abs(maps, dtype=np.float64)
     total = magnitude.sum(axis=1, keepdims=True)
+    if not np.isfinite(total).all():  # non-finite voxels count as 0
+        magnitude[~np.isfinite(magnitude)] = 0.0
+        total = magnitude.sum(axis=1, keepdims=True)
+    inside_sum = magnitude @ member.T.astype(np.float64)
     n_mask = maps.shape[1]
     outside = np.maximum(n_mask - size, 1.0)  # a network covering M has nothing outside: 0
     with np.errstate(invalid='ignore', divide='ignore'):
