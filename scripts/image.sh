@@ -3,7 +3,7 @@
 #
 #   scripts/image.sh              build
 #   scripts/image.sh --version    print the tag it makes
-#   scripts/image.sh --source-digest   print the digest of the source it would install
+#   scripts/image.sh --source-digest   print the digest of the last build's source snapshot
 #
 # Tags localhost/bids-syncact:<version> and :latest, the version (and the image's
 # org.opencontainers.image.version label) read from bids_syncact/_version.py. The engine is docker
@@ -31,17 +31,20 @@ if ! [[ "$version" =~ ^[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?(\.dev[0-9]+)?$ ]]; then
     exit 65
 fi
 image=localhost/bids-syncact
-# A digest of the source the image installs (tracked and untracked files git does not ignore):
-# the image's org.bids-syncact.source label, which the container test checks against the tree.
+# The build context is a snapshot of the source (tracked and untracked files git does not ignore)
+# in .cache/image-context, kept after the build: what the image installed, whatever happens to
+# the checkout meanwhile (the container test runs its pip reference on it). Its digest is the
+# image's org.bids-syncact.source label.
+context=.cache/image-context
 source_digest() {
-    git rev-parse --git-dir >/dev/null 2>&1 || { echo none; return; }
-    git ls-files -co --exclude-standard -z | LC_ALL=C sort -z \
-        | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16
+    (cd "$context" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+        | sha256sum | cut -c1-16)
 }
 if [ "${1:-}" = --version ]; then  # the tag this build makes
     echo "$image:$version"
     exit 0
-elif [ "${1:-}" = --source-digest ]; then
+elif [ "${1:-}" = --source-digest ]; then  # of the last build's snapshot
+    [ -d "$context" ] || { echo "image.sh: no $context: run make image" >&2; exit 66; }
     source_digest
     exit 0
 elif [ $# -gt 0 ]; then
@@ -132,6 +135,16 @@ fi
 
 build_opts+=(--label "org.opencontainers.image.version=$version")
 
+rm -rf "$context"
+mkdir -p "$context"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+    git ls-files -co --exclude-standard -z | xargs -0 cp -P --parents -t "$context" 2>/dev/null || true
+    [ -f "$context/Dockerfile" ] || { echo "image.sh: could not snapshot the source" >&2; exit 74; }
+else
+    tar --exclude=./.cache --exclude=./.venv -c . | tar -C "$context" -x
+fi
+build_opts+=(--label "org.bids-syncact.source=$(source_digest)")
+
 # Peak disk: sample the store's file system while the build runs; stop it before the disk fills.
 floor=$(( 2 * 1024**3 ))
 before=$(used)
@@ -165,16 +178,14 @@ echo "image.sh: building $image:$version with ${cmd[*]} (${build_opts[*]})"
 if [ "$engine" = podman ]; then
     # The deps stage with the layer cache; then the last stage from the Dockerfile's `FROM deps`
     # line on, as one step without the cache (each cached step is a whole copy under vfs).
-    build --target deps -t localhost/bids-syncact-deps:latest -f Dockerfile .
+    build --target deps -t localhost/bids-syncact-deps:latest -f "$context/Dockerfile" "$context"
     drop_step_containers
-    sed -n '/^FROM deps$/,$p' Dockerfile | sed 's|^FROM deps$|FROM localhost/bids-syncact-deps:latest|' \
+    sed -n '/^FROM deps$/,$p' "$context/Dockerfile" | sed 's|^FROM deps$|FROM localhost/bids-syncact-deps:latest|' \
         > "$stage_file"
-    build --layers=false --label "org.bids-syncact.source=$(source_digest)" \
-        -t "$image:$version" -t "$image:latest" -f "$stage_file" .
+    build --layers=false -t "$image:$version" -t "$image:latest" -f "$stage_file" "$context"
     drop_step_containers
 else
-    build --label "org.bids-syncact.source=$(source_digest)" \
-        -t "$image:$version" -t "$image:latest" -f Dockerfile .
+    build -t "$image:$version" -t "$image:latest" -f "$context/Dockerfile" "$context"
 fi
 seconds=$(( $(date +%s) - start ))
 

@@ -298,19 +298,19 @@ def engine():
         yield engine
 
 
-def _source_of_image(engine: list[str]) -> tuple[str, str]:
-    """The source digest the image was built from, and the working tree's now."""
-    label = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
-                 '{{index .Config.Labels "org.bids-syncact.source"}}').stdout.strip()  # fmt: skip
-    tree = _run('bash', ROOT / 'scripts' / 'image.sh', '--source-digest', cwd=ROOT)
-    return label, tree.stdout.strip()
+#: The source snapshot make image built from (scripts/image.sh): the pip reference runs it too,
+#: so edits to the checkout while the test runs change neither side.
+SNAPSHOT = ROOT / '.cache' / 'image-context'
 
 
 def _same_source(engine: list[str]) -> None:
-    built, now = _source_of_image(engine)
-    assert built == now, (
-        f'the source changed after make image (image {built}, tree {now}): the pip run would '
-        "not run the image's code; rerun make test-container with the checkout at rest"
+    label = _run(*engine, 'image', 'inspect', f'{IMAGE}:{__version__}', '--format',
+                 '{{index .Config.Labels "org.bids-syncact.source"}}').stdout.strip()  # fmt: skip
+    snapshot = _run('bash', ROOT / 'scripts' / 'image.sh', '--source-digest', cwd=ROOT)
+    assert snapshot.returncode == 0, snapshot.stderr
+    assert label == snapshot.stdout.strip(), (
+        f'the image ({label}) was not built from {SNAPSHOT} ({snapshot.stdout.strip()}): '
+        'rerun make test-container'
     )
 
 
@@ -331,6 +331,12 @@ def runs(engine):
             for path in (top / name, dirs[name, 'out'], dirs[name, 'work']):
                 os.chown(path, 1000, 1000)
     _same_source(engine)
+    # the pip install's dependencies and entry point, the image's source
+    env = {**os.environ, 'PYTHONPATH': str(SNAPSHOT)}
+    where = _run(
+        BIN / 'python', '-c', 'import bids_syncact; print(bids_syncact.__file__)', env=env
+    )
+    assert Path(where.stdout.strip()).is_relative_to(SNAPSHOT), where.stdout + where.stderr
     commands = _readme_commands()
     assert len(commands) == 2, 'the README shows the participant and the group command'
     record, times = {}, {}
@@ -347,11 +353,11 @@ def runs(engine):
         for name, command in (('pip', [str(BIN / 'bids-syncact'), *pip_args]),
                               ('container', [*engine, *container[1:]])):  # fmt: skip
             start = time.monotonic()
-            proc = _run(*command)
+            proc = _run(*command, env=env)
             times[f'{name}_{level}_s'] = round(time.monotonic() - start, 1)
             assert proc.returncode == 0, f'{name} {level}: {proc.stderr[-3000:]}'
-    _same_source(engine)  # the tree did not change while both ran
-    record.update(times)
+    _same_source(engine)  # no make image while both ran
+    record.update(times, pip_source=str(SNAPSHOT))
     for name in ('pip', 'container'):  # the torch each install resolved, from the feature cache
         (sidecar,) = dirs[name, 'out'].glob('features/*_desc-activations_timeseries.json')
         record[f'{name}_versions'] = json.loads(sidecar.read_text())['Settings']['Versions']
