@@ -78,7 +78,7 @@ case "$engine" in
         store=$("${cmd[@]}" info --format '{{.Store.GraphRoot}}')
         driver=$("${cmd[@]}" info --format '{{.Store.GraphDriverName}}')
         # vfs, measured with torch from the package index: a cold build peaked at 28 GB above
-        # the start; with the deps image cached, 13 GB (the last step's container and layer)
+        # the start; with the deps image cached, 13-14 GB (the last step's container and layer)
         if [ "$driver" != vfs ]; then need=12
         elif "${cmd[@]}" image exists localhost/bids-syncact-deps:latest; then need=16
         else need=30; fi
@@ -123,6 +123,13 @@ fi
 build_opts+=(--build-arg "TORCH_VARIANT=$variant"
              --build-arg "FETCH_RESOURCES=${FETCH_RESOURCES:-1}")
 
+if [ "$engine" = podman ]; then
+    # podman rebuilds the last stage every time (its cache cannot see the bind-mounted source):
+    # the old image, a whole copy under vfs, goes first, so that it does not add to the peak.
+    for tag in "$image:latest" "$image:$version"; do
+        if "${cmd[@]}" image exists "$tag"; then "${cmd[@]}" rmi "$tag" >/dev/null; fi
+    done
+fi
 mkdir -p "$store"
 avail() { df --output=avail -B1 "$store" | tail -1 | tr -d ' '; }
 used() { df --output=used -B1 "$store" | tail -1 | tr -d ' '; }

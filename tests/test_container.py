@@ -317,9 +317,16 @@ def _same_source(engine: list[str]) -> None:
 @pytest.fixture(scope='module')
 def runs(engine):
     """The demo at both levels, with the pip install and in the image, from the README."""
+    top = Path(tempfile.mkdtemp(prefix='syncact-container-', dir='/var/tmp'))
+    try:
+        yield from _demo_runs(engine, top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _demo_runs(engine: list[str], top: Path):
     from bids_syncact.demo import DemoSpec, make_dataset
 
-    top = Path(tempfile.mkdtemp(prefix='syncact-container-', dir='/var/tmp'))
     top.chmod(0o755)
     demo = make_dataset(top / 'demo', DemoSpec())
     dirs = {}
@@ -365,7 +372,6 @@ def runs(engine):
            'pip': dirs['pip', 'out'], 'container': dirs['container', 'out'], 'record': record}  # fmt: skip
     RECORD.parent.mkdir(exist_ok=True)
     RECORD.write_text(json.dumps(record, indent=1) + '\n')
-    shutil.rmtree(top)
 
 
 def _expand(word: str, values: dict[str, str]) -> str:
