@@ -68,7 +68,12 @@ def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
     assert 'seitzman2018' in text
     assert 'At the group level (3 subjects)' in text
     assert 'all 4 distinct sign flips' in text
-    assert 'computed on each null map' in text  # calibrated labels, not the hypergeometric p
+    # calibrated labels, not the hypergeometric p: the subject level's contrast, the group's logp
+    assert (
+        'mean |coefficient| in the network minus outside it (all voxels of the mask) was '
+        'computed on the real map and on each null map' in text
+    )
+    assert 'For the group level, the -log10 one-sided hypergeometric p' in text
     assert 'not population inference' in text
     assert 'Markello RD, Misic B' in text
     assert 'fMRIPrep: a robust preprocessing pipeline' in text
