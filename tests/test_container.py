@@ -340,9 +340,9 @@ def _demo_runs(engine: list[str], top: Path):
     _same_source(engine)
     # the pip install's dependencies and entry point, the image's source
     env = {**os.environ, 'PYTHONPATH': str(SNAPSHOT)}
-    where = _run(
-        BIN / 'python', '-c', 'import bids_syncact; print(bids_syncact.__file__)', env=env
-    )
+    # from outside the checkout: python -c puts the working directory first on the path
+    code = 'import bids_syncact; print(bids_syncact.__file__)'
+    where = _run(BIN / 'python', '-c', code, env=env, cwd=top)
     assert Path(where.stdout.strip()).is_relative_to(SNAPSHOT), where.stdout + where.stderr
     commands = _readme_commands()
     assert len(commands) == 2, 'the README shows the participant and the group command'
@@ -360,7 +360,7 @@ def _demo_runs(engine: list[str], top: Path):
         for name, command in (('pip', [str(BIN / 'bids-syncact'), *pip_args]),
                               ('container', [*engine, *container[1:]])):  # fmt: skip
             start = time.monotonic()
-            proc = _run(*command, env=env)
+            proc = _run(*command, env=env, cwd=top)
             times[f'{name}_{level}_s'] = round(time.monotonic() - start, 1)
             assert proc.returncode == 0, f'{name} {level}: {proc.stderr[-3000:]}'
     _same_source(engine)  # no make image while both ran
