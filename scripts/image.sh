@@ -37,7 +37,9 @@ image=localhost/bids-syncact
 # image's org.bids-syncact.source label.
 context=.cache/image-context
 source_digest() {
-    (cd "$context" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+    # __pycache__ left out: the pip reference run writes Numba's cache there
+    (cd "$context" && find . -type f -not -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z \
+        | xargs -0 sha256sum \
         | sha256sum | cut -c1-16)
 }
 if [ "${1:-}" = --version ]; then  # the tag this build makes
