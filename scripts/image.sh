@@ -21,7 +21,10 @@
 #                    vfs driver, which copies every layer whole: 30, or 16 with the dependency
 #                    image cached; else 12)
 # Prints the image size, the build time and the peak disk used; writes them to
-# .cache/image-build.json. Exit 69 when no engine works, 73 when the disk is short.
+# .cache/image-build.json. Exit codes: 64 bad usage, 65 no release version in _version.py, 66 no
+# snapshot (--source-digest before any build), 69 no engine or a download out of reach (one line
+# says which setting to change), 73 the disk is short (checked first, and watched while building),
+# 74 the source snapshot failed; else the engine's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
