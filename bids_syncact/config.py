@@ -74,9 +74,9 @@ class CNNConfig:
     """``(cnn or None, DEFAULT|none|PATH)`` pairs; empty: DEFAULT for every CNN."""
     max_units: int | None = 64
     """Units kept per layer; None: all."""
-    unit_correlation: float = 1.0
-    """Units correlated at ``|r| >=`` this form one cluster; 1: single units (the only value
-    built so far)."""
+    unit_correlation: float = 0.9
+    """Units whose stimulus series correlate at ``|r| >=`` this form one cluster (complete
+    linkage); 1: single units (DESIGN.md section 2.4)."""
     cnn_accuracy: Mapping[str, float] = field(default_factory=_frozen)
     features_only: bool = False
 

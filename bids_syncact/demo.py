@@ -29,11 +29,19 @@ import numpy as np
 import pandas as pd
 
 from bids_syncact._demo import movie as demo_movie
-from bids_syncact._demo import recovery as demo_recovery
 from bids_syncact._demo import truth as demo_truth
 from bids_syncact._demo.signals import cosine_basis, synthesize_bold
-from bids_syncact.bids.cache import bids_label, file_sha256
+from bids_syncact.bids.cache import file_sha256
 from bids_syncact.bids.io import atomic_write_json
+from bids_syncact.demo_scoring import (  # noqa: F401  (the demo's reports, re-exported)
+    METHODS,
+    group_labels,
+    group_labels_report,
+    label_count_report,
+    label_counts,
+    recovery_report,
+    recovery_table,
+)
 
 SPACE = 'MNI152NLin2009cAsym'
 #: Bumped whenever the generator changes what it writes: the cache is rebuilt then.
@@ -371,183 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     print('Running: bids-syncact ' + ' '.join(command), flush=True)
     code = run_app(command)
     if code == 0:
-        print(recovery_report(out, root, truth, spec))
+        print(recovery_report(out, root, truth, spec.subjects, spec.task))
         group = [str(root), str(out), 'group', '-w', str(work), *references]
         print('Running: bids-syncact ' + ' '.join(group), flush=True)
         code = run_app(group)
     if code == 0:
         print(group_labels_report(out, truth))
-        print(label_count_report(out, truth, spec))
+        print(label_count_report(out, truth, spec.subjects[0]))
         print(f'Demo finished.\n  dataset:      {root}\n  ground truth: '
               f'{root / "sourcedata" / "groundtruth"}\n  plan:         {work / "plan.json"}\n'
               f'  outputs:      {out}')  # fmt: skip
     return code
-
-
-def group_labels(out: Path, truth: dict) -> dict[int, tuple[str, str]]:
-    """Return per planted unit its planted network and its group-level label."""
-    layer = bids_label(truth['Layer'])
-    path = next(out.glob(f'task-*cnn-{truth["CNN"]}_layer-{layer}_desc-group_annotations.tsv'))
-    table = pd.read_csv(path, sep='\t').drop_duplicates('unit').set_index('unit')
-    return {
-        int(unit): (truth['Networks'][str(unit)], str(table.loc[int(unit), 'label']))
-        for unit in truth['Units']
-    }
-
-
-def group_labels_report(out: Path, truth: dict) -> str:
-    """Say which planted units the group level labels with their planted network."""
-    labels = group_labels(out, truth)
-    lines = [f'Group-level labels of the planted units ({truth["CNN"]} {truth["Layer"]}):']
-    lines += [f'{unit:>6} planted {planted:<18} labelled {label}'
-              for unit, (planted, label) in labels.items()]  # fmt: skip
-    return '\n'.join(lines)
-
-
-#: A labelled unit this correlated with a planted one (|r| of the synchronized activations,
-#: sub-01's runs stacked) is explained by it.
-TWIN_CORRELATION = 0.9
-
-
-def label_counts(out: Path, truth: dict, spec: DemoSpec) -> dict[str, tuple[int, int, int]]:
-    """Return per group annotation table: clusters, labelled ones, and labelled ones unexplained.
-
-    A labelled unit is explained when it is planted or its synchronized activations correlate
-    above ``TWIN_CORRELATION`` (in |r|) with a planted unit's.
-    """
-    func = out / f'sub-{spec.subjects[0]}' / 'func'
-    planted_layer = bids_label(truth['Layer'])
-
-    def activations(layer: str) -> pd.DataFrame:
-        runs = sorted(func.glob(f'*_cnn-{truth["CNN"]}_layer-{layer}_desc-sync_timeseries.tsv'))
-        return pd.concat([pd.read_csv(r, sep='\t').drop(columns='acquisition_time')
-                          for r in runs], ignore_index=True)  # fmt: skip
-
-    planted = activations(planted_layer)[[f'unit{u:04d}' for u in truth['Units']]].to_numpy()
-    counts = {}
-    from bids_syncact.reports.render import natural_key
-
-    found = out.glob(f'task-*_cnn-{truth["CNN"]}_layer-*_desc-group_annotations.tsv')
-    for path in sorted(found, key=lambda p: natural_key(p.name)):
-        layer = path.name.split('_layer-')[1].split('_')[0]
-        table = pd.read_csv(path, sep='\t', keep_default_na=False).drop_duplicates('unit')
-        labelled = [int(u) for u, lab in zip(table['unit'], table['label'], strict=True)
-                    if lab not in ('none', 'n/a')]  # fmt: skip
-        unexplained = 0
-        if labelled:
-            mine = activations(layer)[[f'unit{u:04d}' for u in labelled]].to_numpy()
-            r = np.corrcoef(mine.T, planted.T)[: len(labelled), len(labelled) :]
-            for i, unit in enumerate(labelled):
-                is_planted = layer == planted_layer and unit in truth['Units']
-                unexplained += not is_planted and not (np.abs(r[i]) > TWIN_CORRELATION).any()
-        counts[layer] = (len(table), len(labelled), unexplained)
-    return counts
-
-
-def label_count_report(out: Path, truth: dict, spec: DemoSpec) -> str:
-    """Say how many units the group level labels, and how many no planted unit explains."""
-    counts = label_counts(out, truth, spec)
-    total = sum(c[1] for c in counts.values())
-    unexplained = sum(c[2] for c in counts.values())
-    lines = [(f'Group-level labels, all layers: {total} of {sum(c[0] for c in counts.values())} '
-             f'units labelled; {unexplained} of them neither planted nor correlated above '
-             f'{TWIN_CORRELATION:g} with a planted unit')]  # fmt: skip
-    lines += [f'  layer {layer}: {n_labelled} of {n} labelled, {n_other} unexplained'
-              for layer, (n, n_labelled, n_other) in counts.items()]  # fmt: skip
-    return '\n'.join(lines)
-
-
-def recovery_report(out: Path, root: Path, truth: dict, spec: DemoSpec) -> str:
-    """Score the planted units' ``stat-coef`` maps against the planted maps, and two baselines.
-
-    The baselines run on the same cleaned data as the app (its own cleaning functions, its own
-    synchronized activations): each unit's correlation map alone, and OLS on all units of the
-    layer. Numbers are means over subjects (:mod:`bids_syncact._demo.recovery`).
-    """
-    means = recovery_table(out, root, truth, spec)
-    units, networks = truth['Units'], truth['Networks']
-    head = f'{"unit":>6} {"network":<18}' + ''.join(f'| {n:^26}' for n in METHODS)
-    lines = [
-        (f'Recovery of the planted units ({truth["CNN"]} {truth["Layer"]}), mean over '
-         f'{len(spec.subjects)} subjects: spatial r, detection AUC, leakage'),
-        (f"  (AUC of |map|: the unit's blob, planted > {demo_recovery.BLOB_LEVEL:g}, against "
-         'voxels outside every planted blob; leakage: mean |map| over the other blobs / its own)'),
-        head, f'{"":25}' + '|    r     AUC    leakage   ' * len(METHODS),
-    ]  # fmt: skip
-    for j, unit in enumerate(units):
-        cells = ''.join('| {:6.3f} {:6.3f} {:8.4f}   '.format(*means[n][j]) for n in METHODS)
-        lines.append(f'{unit:>6} {networks[str(unit)]:<18}' + cells)
-    lines.append(f'{"mean":>6} {"":<18}' + ''.join(
-        '| {:6.3f} {:6.3f} {:8.4f}   '.format(*means[n].mean(axis=0)) for n in METHODS))  # fmt: skip
-    r, leak = means[METHODS[0]][:, 0].mean(), means[METHODS[0]][:, 2].mean()
-    better = all(leak < means[n][:, 2].mean() for n in METHODS[1:])
-    met = r >= TARGET_R and leak <= TARGET_LEAKAGE and better
-    lines.append(
-        f'Target: mean r >= {TARGET_R}, mean leakage <= {TARGET_LEAKAGE} and below both '
-        f'baselines: {"met" if met else "NOT met"} (r {r:.3f}, leakage {leak:.4f})'
-    )
-    return '\n'.join(lines)
-
-
-def recovery_table(out: Path, root: Path, truth: dict, spec: DemoSpec) -> dict[str, np.ndarray]:
-    """Return per method the ``(n_planted, 3)`` means over subjects of r, AUC and leakage."""
-    results: dict[str, list] = {name: [] for name in METHODS}
-    for sub in spec.subjects:
-        maps, planted, rows = _subject_maps(out, root, truth, sub, spec.task)
-        for name, estimate in maps.items():
-            results[name].append(demo_recovery.recovery(estimate, planted, rows))
-    return {
-        name: np.array([[(x.r, x.auc, x.leakage) for x in sub] for sub in subs]).mean(axis=0)
-        for name, subs in results.items()
-    }
-
-
-METHODS = ('FBN (stat-coef)', 'univariate correlation', 'OLS, all units')
-TARGET_R, TARGET_LEAKAGE = 0.85, 0.05
-
-
-def _subject_maps(out: Path, root: Path, truth: dict, sub: str, task: str):
-    """Return the subject's planted-layer maps by method, the planted maps, and the planted rows."""
-    import tempfile
-
-    from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
-    from bids_syncact.bids.runs import clean_bold, stack_runs
-    from bids_syncact.core.fbn import clean_dictionary
-
-    layer = ''.join(ch for ch in truth['Layer'] if ch.isalnum())
-    func = out / f'sub-{sub}' / 'func'
-    coef_path = func / (f'sub-{sub}_task-{task}_space-{SPACE}_cnn-{truth["CNN"]}_layer-{layer}'
-                        '_stat-coef_boldmap.nii.gz')  # fmt: skip
-    meta = json.loads(coef_path.with_name(coef_path.name[:-7] + '.json').read_text())
-    fmriprep = root / 'derivatives' / 'fmriprep' / f'sub-{sub}' / 'func'
-    tables, specs, cleaned = [], [], []
-    mask = intersect_run_masks(sorted(fmriprep.glob(f'*task-{task}_*_desc-brain_mask.nii.gz')))
-    inside = np.asarray(mask.dataobj) > 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in meta['Runs']:
-            sync = func / f'{run}_cnn-{truth["CNN"]}_layer-{layer}_desc-sync_timeseries.tsv'
-            sync_meta = json.loads(sync.with_suffix('.json').read_text())
-            bold = next(fmriprep.glob(f'{run}_space-{SPACE}*_desc-preproc_bold.nii.gz'))
-            table = pd.read_csv(sync, sep='\t').drop(columns='acquisition_time').to_numpy()
-            spec = clean_spec_for_run(
-                bold, strategy=meta['ConfoundsStrategy'], t_r=sync_meta['RepetitionTime'],
-                n_vols=len(table), drop_volumes=tuple(sync_meta['NonSteadyStateVolumes']),
-                high_pass=meta['HighPass'],
-            )  # fmt: skip
-            tables.append(table)
-            specs.append(spec)
-            cleaned.append(clean_bold(bold, mask, spec, Path(tmp) / f'{run}.npy'))
-        S = np.array(stack_runs([Path(tmp) / f'{run}.npy' for run in meta['Runs']],
-                                Path(tmp) / 'stacked.npy'))  # fmt: skip
-        del cleaned
-    D = clean_dictionary(tables, specs)
-    coef = np.asarray(nb.load(coef_path).dataobj, dtype=np.float64)[inside].T
-    planted_img = root / 'sourcedata' / 'groundtruth' / f'space-{SPACE}_desc-planted_maps.nii.gz'
-    planted = np.asarray(nb.load(planted_img).dataobj, dtype=np.float64)[inside].T
-    rows = [meta['UnitIndices'].index(u) for u in truth['Units']]
-    maps = dict(zip(METHODS, (coef, demo_recovery.univariate_maps(D, S),
-                              demo_recovery.ols_maps(D, S)), strict=True))  # fmt: skip
-    return maps, planted, rows
 
 
 if __name__ == '__main__':  # pragma: no cover

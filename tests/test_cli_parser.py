@@ -81,7 +81,7 @@ def test_version(capsys):
         _args('--alpha', '-1'),
         _args('--n-nulls', 'many'),
         _args('--n-nulls', '10'),
-        _args('--unit-correlation', '0.9'),
+        _args('--unit-correlation', '1.5'),
         _args('--unit-correlation', '0.4'),
         _args('-d', 'xcpd=/x'),
         _args('--cnn-accuracy', 'net=120'),
@@ -146,7 +146,7 @@ def test_config_defaults_match_the_design(monkeypatch):
     assert config.coupling.alpha is None  # auto
     assert config.coupling.n_nulls is None  # DEFAULT_N_NULLS, or what short runs allow
     assert DEFAULT_N_NULLS == 99
-    assert config.cnn.unit_correlation == 1.0
+    assert config.cnn.unit_correlation == 0.9
     assert config.coupling.effective_high_pass is None
     assert config.execution.device == 'auto'
 

@@ -222,10 +222,12 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
     sidecar = json.loads(path.with_suffix('.json').read_text())
     assert sidecar['Weights']['Sha256'] == truth['WeightsSha256']
 
-    # The FBNs (alpha auto) against the baselines on the same cleaned data, one run.
-    table = recovery_table(out, small_demo, truth, SMALL)
-    fbn, univariate, ols = (table[name].mean(axis=0) for name in METHODS)  # r, AUC, leakage
-    assert fbn[2] <= 0.05
+    # The FBNs (alpha auto) against the reference and baselines on the same cleaned data.
+    table, clusters = recovery_table(out, small_demo, truth, SMALL.subjects, SMALL.task)
+    assert len(clusters) == len(truth['Units'])
+    fbn, reference, univariate, ols = (table[name].mean(axis=0) for name in METHODS)
+    assert fbn[2] <= 0.05  # r, AUC, leakage
+    assert reference[0] > 0.8  # the oracle dictionary recovers the planted maps
     assert fbn[2] < univariate[2] / 10
     assert fbn[2] < ols[2] / 10
     assert fbn[0] > univariate[0]
@@ -242,13 +244,15 @@ def test_make_demo_labels_the_visual_unit_visual_at_group_level(tmp_path, capsys
     assert 'Group-level labels of the planted units' in printed
     truth = json.loads((root / 'sourcedata' / 'groundtruth' / 'truth.json').read_text())
     labels = group_labels(root / 'derivatives' / 'syncact', truth)
-    visual = [unit for unit, (planted, _) in labels.items() if planted == 'Visual']
+    visual = [unit for unit, (planted, _, _) in labels.items() if planted == 'Visual']
     assert len(visual) == 1
-    assert labels[visual[0]] == ('Visual', 'Visual')
+    assert labels[visual[0]][2] == 'Visual'
     # and the others: the demo plants one unit per network, each labelled against the nulls
-    assert all(planted == label for planted, label in labels.values()), labels
+    assert all(planted == label for planted, _, label in labels.values()), labels
     assert 'Group-level labels, all layers:' in printed
-    counts = label_counts(root / 'derivatives' / 'syncact', truth, DemoSpec())
+    assert 'Recovery of the planted units' in printed
+    assert 'reference' in printed
+    counts = label_counts(root / 'derivatives' / 'syncact', truth, DemoSpec().subjects[0])
     assert sum(c[1] for c in counts.values()) >= 6  # at least the planted units
     assert (root / 'derivatives' / 'syncact' / 'group.html').is_file()
     assert (root / 'derivatives' / 'syncact' / 'sub-01.html').is_file()

@@ -33,6 +33,9 @@ SIDECAR = {
     'Weights': {'Kind': 'none', 'Name': 'none', 'Seed': 0}, 'AlphaMode': 'auto',
     'FrameRate': 4.0, 'FrameFit': 'pad', 'HRF': 'spm', 'MaxUnits': 3,
     'ConfoundsStrategy': 'simple', 'HighPass': None, 'SmoothingFWHM': 0.0, 'RandomSeed': 0,
+    'UnitCorrelation': 0.9, 'UnitClusters': [[7, 8], [12], [20]],
+    'UnitClusterSigns': [[1, -1], [1], [1]], 'UnitClusterMinCorrelation': [0.95, 1.0, 1.0],
+    'UnitClusterMaxCrossCorrelation': [0.4, 0.5, 0.5],
 }  # fmt: skip
 
 
@@ -216,6 +219,10 @@ def test_participant_label_filters_the_group(tmp_path):
     ({'02': {'Weights': {'Kind': 'DEFAULT', 'Name': 'AlexNet_Weights.IMAGENET1K_V1'}}},
      ['sub-02', 'Weights']),
     ({'04': {'AlphaMode': 'fixed'}}, ['sub-04', 'AlphaMode']),
+    # other clusters (other stimuli, or another --unit-correlation): the first difference named
+    ({'05': {'UnitClusters': [[7, 8], [12, 13], [20]]}},
+     ['sub-05', 'sub-01', 'UnitClusters', 'item 1: [12, 13] vs [12]']),
+    ({'02': {'UnitClusters': None}}, ['sub-02', 'no UnitClusters', 'older bids-syncact']),
 ])  # fmt: skip
 def test_subjects_processed_differently_are_refused(cli, tmp_path, changes, words):
     out = write_participant_outputs(tmp_path / 'out', **changes)

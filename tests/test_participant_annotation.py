@@ -76,6 +76,7 @@ def test_each_unit_is_annotated_and_pybids_finds_the_table(tmp_path, rng):
     per_unit = table.drop_duplicates('unit').set_index('unit')
     # unit 7 is the visual map, far above its noise nulls (p = 1/40); unit 12 is itself noise
     assert per_unit['label'].to_dict() == {7: 'Visual', 12: 'none', 20: 'none'}
+    assert per_unit['members'].astype(str).to_dict() == {7: '7,8', 12: '12', 20: '20'}
     assert per_unit.loc[7, 'p'] == 1 / 40
     assert per_unit.loc[12, 'p'] > 0.05
     assert per_unit.loc[20, 'p'] == 1.0  # an empty map: -inf, every null ties or beats it

@@ -38,7 +38,7 @@ def test_the_subject_report_shows_the_plan_figures_and_warnings(both_levels):
     warnings = html.split('id="warnings"')[1].split('</section>')[0]
     assert 'RANDOM weights' in warnings
     assert 'before the run' in warnings  # a 100 s movie in a 140 s run
-    assert 'Annotation of the 4 units' in html
+    assert 'Annotation of the 4 unit clusters' in html
     assert 'against its 20 null maps' in html
 
 
@@ -65,6 +65,7 @@ def test_the_methods_boilerplate_matches_the_settings_that_ran(both_levels):
     assert 'a 0.008 Hz discrete cosine high-pass' in text
     assert 'alpha fixed at 0.05' in text
     assert 'the 4 units with the largest' in text
+    assert 'complete linkage on 1 - |r| cut at |r| = 0.9' in text  # --unit-correlation default
     assert 'seitzman2018' in text
     assert 'At the group level (3 subjects)' in text
     assert 'all 4 distinct sign flips' in text
@@ -159,7 +160,7 @@ def test_the_boilerplate_describes_every_setting_and_every_value_that_differs():
     assert 'every decoded frame' in text  # --frame-rate native
     assert 'centre-cropped' in text
     assert 'Glover canonical' in text
-    assert 'all units of each layer were kept' in text
+    assert 'all clusters of each layer were kept' in text
     assert 'half a TR (the sidecars give no timing)' in text
     assert 'confounds strategy "compcor"' in text
     assert "fMRIPrep's discrete cosine regressors" in text

@@ -68,10 +68,11 @@ def test_every_run_gets_synchronized_activations_from_one_extraction(cli, datase
         assert 'RANDOM' in sidecar['Weights']['Warning']
         assert sidecar['Layer'] in ('features.1', 'features.4')
         assert len(sidecar['UnitIndices']) == 8
-        assert list(table.columns[1:]) == [f'unit{i:04d}' for i in sidecar['UnitIndices']]
+        assert list(table.columns[1:]) == [f'unit{i:04d}' for i in sidecar['UnitColumns']]
+        assert {i for m in sidecar['UnitClusters'] for i in m} == set(sidecar['UnitColumns'])
         assert sidecar['Sources'][0].startswith('bids:fmriprep:sub-')
-        units.add((sidecar['Layer'], tuple(sidecar['UnitIndices'])))
-    assert len(units) == 2  # the same units in every run and subject, per layer
+        units.add((sidecar['Layer'], json.dumps(sidecar['UnitClusters'])))
+    assert len(units) == 2  # the same clusters in every run and subject, per layer
     # pybids with the shipped config finds every output by its entities.
     layout = BIDSLayout(out, validate=False, config=['bids', 'derivatives', str(PYBIDS_CONFIG)])
     for path in files:
@@ -222,3 +223,37 @@ def test_sequence_items_without_a_positive_duration_are_refused(cli, dataset, tm
     )
     result = cli(dataset, tmp_path / 'out', 'participant', *FAST, process=True)
     assert_refused(result, 65, 'has duration 0 s')
+
+
+def test_clusters_are_the_same_for_subjects_with_other_onsets_and_dummies(cli, dataset,
+                                                                           tmp_path):  # fmt: skip
+    """The clusters come from the stimuli alone: another onset and more dummy volumes change
+    sub-02's regressors, not its clusters (the group level pairs the subjects' maps by them)."""
+    for events in dataset.glob('sub-02/func/*_events.tsv'):
+        table = pd.read_csv(events, sep='\t')
+        table['onset'] = table['onset'] + 3.0
+        table.to_csv(events, sep='\t', index=False)
+    for confounds in dataset.glob(
+        'derivatives/fmriprep/sub-02/func/*_desc-confounds_timeseries.tsv'
+    ):
+        table = pd.read_csv(confounds, sep='\t')
+        extra = np.zeros(len(table))
+        extra[2] = 1.0  # a third non-steady-state volume
+        table['non_steady_state_outlier99'] = extra
+        table.to_csv(confounds, sep='\t', index=False, na_rep='n/a')
+    out = tmp_path / 'out'
+    result = cli(dataset, out, 'participant', *FAST, '--unit-correlation', '0.6', process=True)
+    assert result.code == 0, result.err
+    by_subject: dict[str, set] = {'01': set(), '02': set()}
+    drops = {}
+    for path in _sync_files(out):
+        sidecar = json.loads(path.with_suffix('.json').read_text())
+        subject = path.name[4:6]
+        by_subject[subject].add((sidecar['Layer'], json.dumps(sidecar['UnitClusters']),
+                                 json.dumps(sidecar['UnitClusterWeights'])))  # fmt: skip
+        drops[subject] = sidecar['NonSteadyStateVolumes']
+        assert sidecar['UnitCorrelation'] == 0.6
+    assert drops == {'01': [0, 1], '02': [0, 1, 2]}
+    assert by_subject['01'] == by_subject['02']
+    # at R 0.6 some units of a random AlexNet share a cluster: the check is not vacuous
+    assert any(len(m) > 1 for _, c, _ in by_subject['01'] for m in json.loads(c))

@@ -37,7 +37,7 @@ NOT_TESTED = 'n/a'
 
 def write_annotations(
     path: Path, units: Sequence[int], annotations: Sequence[Annotation],
-    sidecar: Mapping[str, Any], *, labels: Sequence[str],
+    sidecar: Mapping[str, Any], *, labels: Sequence[str], members: Sequence[Sequence[int]],
     per_unit: Mapping[str, Sequence[Any]] | None = None,
     per_network: Mapping[str, np.ndarray] | None = None,
 ) -> Path:  # fmt: skip
@@ -46,6 +46,7 @@ def write_annotations(
     ``labels`` are the calibrated labels (:mod:`bids_syncact.core.calibration`), never the
     descriptive hypergeometric p's. ``per_unit`` adds columns of one value per cluster,
     ``per_network`` columns of one value per cluster and network (``(K, n_networks)``).
+    ``members`` are each cluster's channel indices, the named member first (``UnitClusters``).
     """
     per_unit = per_unit or {}
     per_network = per_network or {}
@@ -54,7 +55,8 @@ def write_annotations(
         extra = {column: values[k] for column, values in per_unit.items()}
         for i, row in enumerate(annotation.rows()):
             rows.append({
-                'unit': unit, 'label': labels[k], **extra, 'n_top': annotation.n_top,
+                'unit': unit, 'members': ','.join(str(int(i)) for i in members[k]),
+                'label': labels[k], **extra, 'n_top': annotation.n_top,
                 'network': row['network'],
                 **{column: values[k][i] for column, values in per_network.items()},
                 'size': row['size'], 'overlap': row['overlap'], 'enrichment': row['enrichment'],
@@ -156,6 +158,8 @@ def annotation_sidecar(common: Mapping[str, Any], reference: ReferenceNetworks,
         'LabelLevel': LABEL_LEVEL,
         'Columns': {
             'unit': 'channel index of the cluster\'s named member (UnitIndices)',
+            'members': "the cluster's channel indices, comma-separated, the named member first "
+                       '(UnitClusters; signs in UnitClusterSigns)',
             'label': 'the calibrated label: a network, none, or n/a without nulls',
             'n_top': '|F|', 'network': 'reference network', 'size': '|N| within the mask',
             'overlap': '|F&N|', 'enrichment': '(|F&N|/|F|)/(|N|/|M|), descriptive',

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from bids_syncact.bids.cache import Features, bids_label
 from bids_syncact.bids.io import atomic_write_json, atomic_write_text
 from bids_syncact.core.sync import Segment, synchronize_segments
 from bids_syncact.core.timing import acquisition_times
+
+if TYPE_CHECKING:
+    from bids_syncact.bids.unitclusters import LayerClusters
 
 BIDS_VERSION = '1.10.0'
 CODE_URL = 'https://github.com/bids-syncact/bids-syncact'
@@ -199,21 +202,30 @@ def sync_sidecar(
     *,
     cnn: str,
     layer: str,
-    units: Sequence[int],
+    clusters: LayerClusters,
     sources: Sequence[str],
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Return the sidecar of a run's synchronized activations (DESIGN.md section 5)."""
     stimulus = plan['stimulus']
+    position = {int(c): j for j, c in enumerate(clusters.columns)}
     return {
         'Description': (
             f'Activations of {cnn} {layer} units over what the run showed, convolved with the '
-            "HRF and sampled at each volume's acquisition time; one row per stored volume"
+            "HRF and sampled at each volume's acquisition time; one row per stored volume and "
+            "one column per member of a kept unit cluster (UnitColumns); cluster k's regressor "
+            'is the sum over its members UnitClusters[k] of UnitClusterWeights[k] times their '
+            'columns'
         ),
         'Sources': list(sources),
         'CNN': cnn,
         'Layer': layer,
-        'UnitIndices': [int(i) for i in units],
+        'UnitColumns': [int(i) for i in clusters.columns],
+        **clusters.to_sidecar(),
+        'UnitClusterWeights': [
+            [float(clusters.weights[position[int(i)], k]) for i in members]
+            for k, members in enumerate(clusters.clusters.members)
+        ],
         **settings,
         'RepetitionTime': plan['RepetitionTime'],
         'TimingSource': plan['TimingSource'],

@@ -27,7 +27,8 @@ LOGGER = logging.getLogger('bids_syncact.group')
 #: Sidecar settings that must be the same for every subject of a group analysis.
 SAME_SETTINGS = (
     'CNN', 'Layer', 'UnitIndices', 'Weights', 'AlphaMode', 'FrameRate', 'FrameFit', 'HRF',
-    'MaxUnits', 'ConfoundsStrategy', 'HighPass', 'SmoothingFWHM', 'Alpha',
+    'MaxUnits', 'ConfoundsStrategy', 'HighPass', 'SmoothingFWHM', 'Alpha', 'UnitCorrelation',
+    'UnitClusters', 'UnitClusterSigns',
 )  # fmt: skip
 
 
@@ -195,6 +196,12 @@ def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: lis
                 f'differ in space, CNNs or layers; {rerun}, or select subjects with '
                 '--participant-label'
             )
+        old = next((m for m in items if m.sidecar.get('UnitClusters') is None), None)
+        if old is not None:
+            raise InputDataError(
+                f'{name}: sub-{old.subject} has no UnitClusters (made by an older bids-syncact); '
+                f'{rerun}'
+            )
         first = items[0]
         grid = _grid(first.path)
         for item in items[1:]:
@@ -203,7 +210,7 @@ def check_same_settings(groups: dict[tuple, list[ParticipantMap]], subjects: lis
                 if mine != theirs:
                     raise InputDataError(
                         f'{name}: sub-{item.subject} differs from sub-{first.subject} in '
-                        f'{setting} ({_short(mine)} vs {_short(theirs)}); {rerun}'
+                        f'{setting} ({_first_difference(mine, theirs)}); {rerun}'
                     )
             other = _grid(item.path)
             if other[0] != grid[0] or not np.allclose(other[1], grid[1], atol=1e-4):
@@ -221,6 +228,20 @@ def _setting(sidecar: dict[str, Any], setting: str) -> Any:
     if setting == 'Alpha' and sidecar.get('AlphaMode') != 'fixed':
         return None  # chosen per subject by cross-validation: may differ
     return value
+
+
+def _first_difference(mine: Any, theirs: Any) -> str:
+    """Say where two settings differ: the first differing item of two lists, else both.
+
+    >>> _first_difference([[1, 2], [3]], [[1, 2], [3, 4]])
+    'item 1: [3] vs [3, 4]'
+    """
+    if isinstance(mine, list) and isinstance(theirs, list):
+        for k, (a, b) in enumerate(zip(mine, theirs, strict=False)):
+            if a != b:
+                return f'item {k}: {_short(a)} vs {_short(b)}'
+        return f'{len(mine)} vs {len(theirs)} items'
+    return f'{_short(mine)} vs {_short(theirs)}'
 
 
 def _grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:

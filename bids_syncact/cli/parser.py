@@ -156,11 +156,9 @@ def _n_nulls(value: str) -> int:
 def _unit_correlation(value: str) -> float:
     number = _positive_float(value)
     if not 0.5 < number <= 1.0:
-        raise argparse.ArgumentTypeError(f'{value!r} must be in (0.5, 1]')
-    if number != 1.0:
         raise argparse.ArgumentTypeError(
-            f'{value!r}: unit clusters are not built yet, every unit is its own cluster; give 1 '
-            'or leave the option out'
+            f'{value!r} must be in (0.5, 1]: above 0.5 the signs inside a cluster agree; 1 '
+            'gives single units'
         )
     return number
 
@@ -287,11 +285,13 @@ def build_parser() -> SyncActArgumentParser:
          help="DEFAULT: torchvision's pretrained weights from TORCH_HOME; none: seeded random "
               'init (tests only); PATH: a state_dict (weights_only=True); default: DEFAULT')  # fmt: skip
     _add(parser, g, '--max-units', type=_max_units, metavar='N|all', stage=FEATURES,
-         help=f'units per layer with the largest activation variance; default: '
+         help=f'unit clusters per layer whose named members have the largest activation '
+              f'variance; default: '
               f'{_default(cnn, "max_units")}')  # fmt: skip
     _add(parser, g, '--unit-correlation', type=_unit_correlation, metavar='R', stage=FEATURES,
-         help='cluster units whose activations correlate at |r| >= R, R in (0.5, 1]; only 1 '
-              '(single units, the default) for now')  # fmt: skip
+         help='one FBN per cluster of units whose HRF-convolved activations correlate at '
+              '|r| >= R over the stimuli (complete linkage), R in (0.5, 1]; 1: single units; '
+              f'default: {_default(cnn, "unit_correlation")}')  # fmt: skip
     _add(parser, g, '--cnn-accuracy', nargs='+', type=_accuracy, metavar='NAME=ACC',
          stage=GROUP, help='ImageNet top-1 accuracy (%%) of CNNs with PATH weights')  # fmt: skip
     _add(parser, g, '--features-only', action='store_const', const=True, stage=FEATURES,

@@ -18,7 +18,8 @@ subject who saw the same stimuli gets the same ones:
    ``sum_i s_i x_i / (m sigma_i)`` of the members' raw activations (``s_i`` the sign, ``sigma_i``
    the stimulus-side SD, ``m`` the size), synchronized like a unit, so the null shifts stay linear.
 
-Not wired into the pipeline yet (issue 19, items 3-5).
+The pipeline's side (the feature cache, the sync tables, the sidecars) is
+:mod:`bids_syncact.bids.unitclusters`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.signal import fftconvolve
 from scipy.spatial.distance import squareform
 
 from bids_syncact.core.denoise import cosine_regressors
@@ -38,6 +40,8 @@ Linkage = Literal['complete', 'average', 'single']
 GRID_S = 1.0
 #: Fine step of the held activations before the HRF (s).
 _DT = 0.05
+#: Channels convolved at a time (bounds the fine grid's memory: 10 min x 256 x 8 B ~ 25 MB).
+_CHANNEL_BLOCK = 256
 
 
 def stimulus_series(
@@ -81,16 +85,17 @@ def stimulus_series(
     if acts.ndim != 2 or len(acts) != len(times) or not len(times):
         raise ValueError(f'acts {acts.shape} and frame_times_s {times.shape} must pair frames')
     fine = np.arange(0.0, duration_s, _DT)
-    held = acts[np.clip(np.searchsorted(times, fine, side='right') - 1, 0, len(times) - 1)]
-    kernel = hrf_kernel(hrf, _DT)
-    # the first frame as if it had been on for the HRF's length: no onset ramp, which every
-    # channel would share (the blank screen before a stimulus is left out)
-    lead = np.repeat(held[:1], len(kernel), axis=0)
-    padded = np.concatenate([lead, held])
-    convolved = np.stack([np.convolve(col, kernel)[len(kernel) : len(kernel) + len(fine)]
-                          for col in padded.T], axis=1)  # fmt: skip
+    rows = np.clip(np.searchsorted(times, fine, side='right') - 1, 0, len(times) - 1)
+    kernel = hrf_kernel(hrf, _DT)[:, None]
     grid = np.arange(0.0, duration_s, GRID_S)
-    series = convolved[np.minimum(np.round(grid / _DT).astype(int), len(fine) - 1)]
+    sampled = len(kernel) + np.minimum(np.round(grid / _DT).astype(int), len(fine) - 1)
+    series = np.empty((len(grid), acts.shape[1]))
+    for start in range(0, acts.shape[1], _CHANNEL_BLOCK):  # the fine grid a block at a time
+        block = acts[:, start : start + _CHANNEL_BLOCK]
+        # the first frame as if it had been on for the HRF's length: no onset ramp, which every
+        # channel would share (the blank screen before a stimulus is left out)
+        padded = np.concatenate([np.repeat(block[:1], len(kernel), axis=0), block[rows]])
+        series[:, start : start + _CHANNEL_BLOCK] = fftconvolve(padded, kernel, axes=0)[sampled]
     if high_pass_hz > 0:
         drift = cosine_regressors(len(grid), GRID_S, high_pass_hz)
         if drift.size:

@@ -30,7 +30,8 @@ from bids_syncact.core.calibration import GROUP_STATISTIC, SUBJECT_STATISTIC, su
 #: Keys of the coefficient map's sidecar the annotation table repeats.
 _KEPT = ('Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit', 'HRF',
          'Alpha', 'AlphaMode', 'ConfoundsStrategy', 'HighPass', 'ConditionNumber', 'RandomSeed',
-         'SoftwareVersions')  # fmt: skip
+         'SoftwareVersions', 'UnitClusters', 'UnitClusterSigns', 'UnitClusterMinCorrelation',
+         'UnitClusterMaxCrossCorrelation', 'UnitCorrelation')  # fmt: skip
 
 
 class _AnnotateLayerInputSpec(BaseInterfaceInputSpec):
@@ -112,7 +113,8 @@ class AnnotateLayer(SimpleInterface):
         sidecar['Columns']['statistic'] = (STATISTIC_NAMES[SUBJECT_STATISTIC]
                                            + ' (-inf: empty map)')  # fmt: skip
         out = write_annotations(Path(inputs.out_path), units, annotations, sidecar,
-                                labels=labels, per_unit=per_unit, per_network=per_network)  # fmt: skip
+                                labels=labels, per_unit=per_unit, per_network=per_network,
+                                members=meta['UnitClusters'])  # fmt: skip
         self._results['out_file'] = str(out)
         return runtime
 

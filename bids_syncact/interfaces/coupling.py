@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -25,14 +25,15 @@ from nipype.interfaces.base import (
 
 from bids_syncact.bids.bold import clean_spec_for_run, intersect_run_masks
 from bids_syncact.bids.boldmaps import boldmap_bytes, write_boldmap
-from bids_syncact.bids.derivatives import TIME_COLUMN, sidecar_path
+from bids_syncact.bids.derivatives import sidecar_path, unit_column
 from bids_syncact.bids.io import PagedArray
 from bids_syncact.bids.references import load_reference_networks
 from bids_syncact.bids.runs import clean_bold, load_clean_spec, save_clean_spec, stack_runs
-from bids_syncact.core.fbn import LayerFit, fit_layer
+from bids_syncact.bids.unitclusters import read_sync_tables
+from bids_syncact.core.coupling import condition_number, variance_inflation
+from bids_syncact.core.fbn import LayerFit, clean_dictionary, fit_layer
 from bids_syncact.core.nulls import FWE_LEVEL, MIN_SHIFT_S, fwe_minimum_nulls
 from bids_syncact.core.threads import limited_threads
-from bids_syncact.errors import InputDataError
 from bids_syncact.interfaces.threads import record_threads
 
 LOGGER = logging.getLogger('bids_syncact.coupling')
@@ -158,7 +159,7 @@ class CoupleLayer(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs, cwd = self.inputs, Path(runtime.cwd)
-        tables, units, sync_sources = _read_sync_tables(
+        tables, members, clusters, sync_sources = read_sync_tables(
             [Path(p) for p in inputs.sync_files], inputs.run_names, inputs.layer,
             Path(inputs.output_dir),
         )  # fmt: skip
@@ -181,9 +182,11 @@ class CoupleLayer(SimpleInterface):
         if fit.seconds_per_null is not None:
             LOGGER.info('%s: %d nulls, %.2f s per null', inputs.layer, inputs.n_nulls,
                         fit.seconds_per_null)  # fmt: skip
-        sidecar = coef_sidecar(fit, specs, units=units, layer=inputs.layer,
+        units = clusters['UnitIndices']
+        sidecar = coef_sidecar(fit, specs, clusters=clusters, layer=inputs.layer,
                                settings=dict(inputs.sidecar),
                                sources=[*inputs.sources, *sync_sources])  # fmt: skip
+        sidecar |= single_unit_collinearity(members, specs, clusters['UnitColumns'])
         sidecar['VoxelsWithoutSignal'] = int(silent.sum())
         maps, sidecars, stats = [], [], []
         for stat, data, extra in _stat_maps(fit, specs, inputs.n_nulls):
@@ -254,32 +257,27 @@ class WriteBoldmaps(SimpleInterface):
         return runtime
 
 
-def _read_sync_tables(
-    paths: list[Path], run_names: list[str], layer: str, output_dir: Path
-) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """Each run's activations of ``layer`` (all stored volumes), their units, and the URIs."""
-    by_run: dict[str, tuple[Path, dict]] = {}
-    for path in paths:
-        meta = json.loads(path.with_suffix('.json').read_text())
-        run = next((r for r in run_names if path.name.startswith(f'{r}_cnn-')), None)
-        if meta.get('Layer') == layer and run is not None:
-            by_run[run] = (path, meta)
-    missing = [r for r in run_names if r not in by_run]
-    if missing:
-        raise InputDataError(f'no synchronized activations of layer {layer} for {missing[0]}')
-    units = by_run[run_names[0]][1]['UnitIndices']
-    tables = []
-    for run in run_names:
-        path, meta = by_run[run]
-        if meta['UnitIndices'] != units:
-            raise InputDataError(
-                f'{path.name} holds other units than {by_run[run_names[0]][0].name}; remove the '
-                "subject's desc-sync tables and rerun"
-            )
-        table = pd.read_csv(path, sep='\t')
-        tables.append(table.drop(columns=[TIME_COLUMN]).to_numpy(dtype=np.float64))
-    sources = [f'bids::{by_run[r][0].relative_to(output_dir).as_posix()}' for r in run_names]
-    return tables, [int(u) for u in units], sources
+def single_unit_collinearity(
+    member_tables: list[np.ndarray], specs, columns: list[int]
+) -> dict[str, Any]:
+    """Condition number and VIF of the kept clusters' members as single units (before)."""
+    D = clean_dictionary(member_tables, specs)
+    alive = np.linalg.norm(D, axis=0) > 0
+    vif = np.full(D.shape[1], np.nan)
+    vif[alive] = variance_inflation(D[:, alive])
+    number = condition_number(D[:, alive])
+    return {
+        'SingleUnitConditionNumber': number if np.isfinite(number) else None,
+        'SingleUnitVarianceInflation': {
+            unit_column(int(c)): None if not np.isfinite(v) else float(v)
+            for c, v in zip(columns, vif, strict=True)
+        },
+        'SingleUnitCollinearityDescription': (
+            'condition number and variance inflation of the members of the kept clusters '
+            '(UnitColumns) as single units, cleaned like the dictionary: what clustering '
+            'started from; ConditionNumber and VarianceInflation are those of the clusters'
+        ),
+    }
 
 
 def _solver_device(device: str) -> str:
@@ -322,18 +320,20 @@ def _stat_maps(fit: LayerFit, specs, n_nulls: int):
     }  # fmt: skip
 
 
-def coef_sidecar(fit: LayerFit, specs, *, units, layer, settings, sources) -> dict:
+def coef_sidecar(fit: LayerFit, specs, *, clusters, layer, settings, sources) -> dict:
     """Return the sidecar of a layer's coefficient map (DESIGN.md section 5)."""
+    units = clusters['UnitIndices']
     selection = fit.alpha_choice.to_sidecar() if fit.alpha_choice is not None else None
     return {
         'Description': (
-            f'Functional brain network of each unit of {layer}: volume k is the sparse code '
-            'of every voxel on unit UnitIndices[k], a_v = argmin 1/2||s_v - D a||^2 + '
-            'Alpha ||a||_1, with cleaned, unit-norm columns, runs stacked'
+            f'Functional brain network of each unit cluster of {layer}: volume k is the sparse '
+            'code of every voxel on cluster k (members UnitClusters[k], named by its first, '
+            "UnitIndices[k]), a_v = argmin 1/2||s_v - D a||^2 + Alpha ||a||_1, D the clusters' "
+            'regressors, cleaned, unit-norm columns, runs stacked'
         ),
         'Sources': list(sources),
         'Layer': layer,
-        'UnitIndices': list(units),
+        **clusters,
         **settings,
         'Alpha': fit.alpha,
         'AlphaSelection': selection if selection else 'given (--alpha)',

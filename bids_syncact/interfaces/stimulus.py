@@ -26,7 +26,7 @@ from bids_syncact.bids.derivatives import (
     write_table,
 )
 from bids_syncact.bids.features import PreparedCNN, stimulus_features
-from bids_syncact.core.activations import select_units
+from bids_syncact.bids.unitclusters import layer_clusters
 from bids_syncact.core.threads import limited_threads
 from bids_syncact.interfaces.threads import record_threads
 
@@ -76,7 +76,9 @@ class _SynchronizeRunInputSpec(BaseInterfaceInputSpec):
                                 desc='cached features of every stimulus the units are chosen on')  # fmt: skip
     sha256_of = traits.Dict(mandatory=True, desc='sha256 of each stimulus file, by path')
     cnn_spec = traits.Dict(mandatory=True, desc='PreparedCNN.to_dict()')
-    max_units = traits.Either(None, traits.Int, usedefault=True, desc='None: all units')
+    max_units = traits.Either(None, traits.Int, usedefault=True, desc='None: all clusters')
+    unit_correlation = traits.Float(1.0, usedefault=True, desc='--unit-correlation')
+    high_pass = traits.Either(None, traits.Float, usedefault=True, desc='--high-pass (Hz)')
     hrf = traits.Enum('spm', 'glover', mandatory=True)
     sidecar = traits.Dict(desc='settings every sidecar records')
     bids_dir = traits.Str(mandatory=True)
@@ -89,7 +91,7 @@ class _SynchronizeRunOutputSpec(TraitedSpec):
 
 
 class SynchronizeRun(SimpleInterface):
-    """Choose the units, put their activations on the run's clock, and write the tables."""
+    """Cluster the units, put their members on the run's clock, and write the tables."""
 
     input_spec = _SynchronizeRunInputSpec
     output_spec = _SynchronizeRunOutputSpec
@@ -109,12 +111,16 @@ class SynchronizeRun(SimpleInterface):
         shown = {inputs.sha256_of[p] for p in _stimulus_paths(plan['stimulus'])}
         written = []
         for layer in prepared.layers:
-            units = select_units([f.acts for f in by_layer[layer].values()], inputs.max_units)
-            table = synchronized_table(plan, by_layer[layer], inputs.sha256_of, units, inputs.hrf)
+            clusters = layer_clusters(
+                by_layer[layer], min_correlation=inputs.unit_correlation,
+                max_units=inputs.max_units, hrf=inputs.hrf, high_pass_hz=inputs.high_pass,
+            )  # fmt: skip
+            table = synchronized_table(plan, by_layer[layer], inputs.sha256_of, clusters.columns,
+                                       inputs.hrf)  # fmt: skip
             sources = [bids_uri(plan['files']['preproc_bold'], links),
                        *(f'bids::{cache_files[layer][sha].relative_to(output_dir).as_posix()}'
                          for sha in sorted(shown))]  # fmt: skip
-            sidecar = sync_sidecar(plan, cnn=prepared.cnn, layer=layer, units=units,
+            sidecar = sync_sidecar(plan, cnn=prepared.cnn, layer=layer, clusters=clusters,
                                    sources=sources, settings=dict(inputs.sidecar))  # fmt: skip
             path = sync_path(output_dir, plan['name'], plan['entities'], prepared.cnn, layer)
             written.append(str(write_table(path, table, sidecar)))

@@ -104,9 +104,19 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
         'DelayTime': '(TR - DelayTime) / 2 from the BOLD sidecars',
         'SliceTiming': 'the middle of the SliceTiming of the BOLD sidecars',
         'default': 'half a TR (the sidecars give no timing)'}.get(value, str(value)))  # fmt: skip
-    units = _either(coef, 'MaxUnits', lambda value: 'all units of each layer were kept'
+    clusters = _either(coef, 'UnitCorrelation', lambda value: (
+        'every unit was its own cluster' if value is None or value >= 1 else
+        'units whose activations were near-identical were clustered, since no estimator can '
+        'tell them apart (Buhlmann et al. 2013, J. Stat. Plan. Inference 143): each stimulus '
+        "file's activations were convolved with the HRF on a 1 s grid, high-passed and "
+        'standardized, and the channels were clustered by complete linkage on 1 - |r| cut at '
+        f'|r| = {fmt(value)}; a cluster\'s regressor was the mean of its members\' '
+        'sign-aligned activations, each divided by its SD, and it was named by its member of '
+        'largest variance'))  # fmt: skip
+    units = _either(coef, 'MaxUnits', lambda value: 'all clusters of each layer were kept'
                     if value == 'all' else f'per layer the {value} units with the largest '
-                    'activation variance over the stimuli of the task were kept')  # fmt: skip
+                    'activation variance over the stimuli of the task (named members of the '
+                    'clusters) were kept')  # fmt: skip
     filtering = _either(coef, 'HighPass', lambda value: "fMRIPrep's discrete cosine regressors"
                         if value is None else f'a {fmt(value)} Hz discrete cosine high-pass')  # fmt: skip
     confounds = _either(coef, 'ConfoundsStrategy', lambda value: f'"{value}"')
@@ -120,7 +130,8 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
         f'frames were decoded with their timestamps and {frames} was forwarded through '
         f"{described}, {fit} and normalised with the transforms of the architecture's ImageNet "
         'weights. A unit is one channel of a layer; its activation is the spatial mean of the '
-        f"channel's map at the layer's output; {units}. Unit activations were held on a fine "
+        f"channel's map at the layer's output; {clusters}; {units}. Unit activations were held "
+        'on a fine '
         'grid, a mid-grey frame standing for the time without stimulus, convolved with the '
         f"{hrf} canonical haemodynamic response (nilearn) and sampled at each volume's "
         f'acquisition time on the scanner clock, the slice offset taken from {offset}; '
@@ -129,9 +140,9 @@ def participant_paragraph(coef: Sequence[dict[str, Any]], sync: Sequence[dict[st
         f'nilearn signal.clean call: confounds strategy {confounds} (load_confounds_strategy), '
         f'{filtering}, linear detrending; then each column was centred and scaled to unit norm '
         "per run, and the runs were concatenated and scaled to unit norm again. Each voxel's "
-        "time series was coded on the layer's units by the Lasso (one dictionary per layer, "
-        f'exact homotopy solver), alpha {_alpha_text(coef)}; the coefficients of unit k over '
-        'voxels form the FBN of unit k.'
+        "time series was coded on the layer's unit clusters by the Lasso (one dictionary per "
+        f'layer, exact homotopy solver), alpha {_alpha_text(coef)}; the coefficients of '
+        'cluster k over voxels form the FBN of cluster k.'
     )
     if z:
         n_nulls = z[0].get('NumberOfNulls')

@@ -16,6 +16,7 @@ import pandas as pd
 from bids_syncact.bids.participant_outputs import output_layout
 from bids_syncact.reports import figures
 from bids_syncact.reports.render import b64, fmt, natural_key, render, sidecar
+from bids_syncact.reports.subject import cluster_name
 
 #: Group FBNs drawn per layer: the units with the highest leave-one-out consistency.
 N_STRONGEST = 3
@@ -65,13 +66,15 @@ def _layer(bids_file, meta: dict[str, Any]) -> dict[str, Any]:
     img = nib.load(bids_file.path)
     data = np.asarray(img.dataobj, dtype=np.float32)
     units = meta['UnitIndices']
+    members = meta.get('UnitClusters') or [[u] for u in units]
     consistency = np.array([np.nan if c is None else c for c in meta.get('Consistency', [])])
     glass = []
     # the most consistent units: with few subjects the largest |t| is where three maps happen
     # to agree closely at one voxel, not a network
     for k in np.argsort(-np.nan_to_num(consistency, nan=-np.inf), kind='stable')[:N_STRONGEST]:
         if np.isfinite(consistency[k]):
-            title = f'{meta.get("Layer")} unit {units[k]}: group t (r {consistency[k]:.2f})'
+            title = (f'{meta.get("Layer")} {cluster_name(members[k])}: group t '
+                     f'(r {consistency[k]:.2f})')  # fmt: skip
             png = figures.glass_brain_figure(nib.Nifti1Image(data[..., k], img.affine), title)
             glass.append({'unit': units[k], 'png': b64(png)})
     consistency_png = b64(figures.bar_figure(

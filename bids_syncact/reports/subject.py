@@ -96,8 +96,9 @@ def _runs(syncs, warnings: list[str]) -> list[dict[str, Any]]:
             'duration': fmt(stimulus_end - shown[0][0] if shown else None),
             'bold': bold.split('/')[-1],
             'timing_png': b64(figures.timing_figure(times, dropped, shown, t_r, title=name)),
-            'carpet_png': b64(figures.carpet_figure(activations, times, meta['UnitIndices'],
-                                                    title=f'{name}: {layer}')),
+            'carpet_png': b64(figures.carpet_figure(
+                activations, times, meta.get('UnitColumns', meta['UnitIndices']),
+                title=f'{name}: {layer}')),
         })  # fmt: skip
     return runs
 
@@ -132,6 +133,7 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
     """Return a layer's summary, CV curve, strongest FBNs and annotation table."""
     meta = sidecar(bids_file.path)
     units = meta['UnitIndices']
+    members = meta.get('UnitClusters') or [[u] for u in units]
     img = nib.load(bids_file.path)
     data = np.asarray(img.dataobj, dtype=np.float32)
     strength = np.nansum(np.abs(data), axis=(0, 1, 2))
@@ -139,9 +141,9 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
     high = [u for u, v in zip(units, vif, strict=False) if v > VIF_LIMIT]
     cnn, layer = meta.get('CNN'), meta.get('Layer')
     if high:
-        warnings.append(f'{cnn} {layer}: {len(high)} of {len(units)} units have a variance '
-                        f'inflation above {VIF_LIMIT:g} (their maps depend on which other units '
-                        'are in the dictionary).')  # fmt: skip
+        warnings.append(f'{cnn} {layer}: {len(high)} of {len(units)} unit clusters have a '
+                        f'variance inflation above {VIF_LIMIT:g} (their maps depend on which '
+                        'other clusters are in the dictionary).')  # fmt: skip
     if meta.get('VoxelsWithoutSignal'):
         warnings.append(f'{cnn} {layer}: {meta["VoxelsWithoutSignal"]} voxels of the brain mask '
                         'had no usable signal (NaN, infinite or constant values) and were left '
@@ -149,7 +151,7 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
     glass = []
     for k in np.argsort(-strength, kind='stable')[:N_STRONGEST]:
         if strength[k] > 0:
-            title = f'{layer} unit {units[k]}'
+            title = f'{layer} {cluster_name(members[k])}'
             png = figures.glass_brain_figure(nib.Nifti1Image(data[..., k], img.affine), title)
             glass.append({'unit': units[k], 'png': b64(png)})
     selection = meta.get('AlphaSelection')
@@ -163,12 +165,25 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
         'cnn': cnn, 'layer': layer, 'task': where.replace('_', ' '),
         'alpha': fmt(meta.get('Alpha')), 'alpha_mode': meta.get('AlphaMode'),
         'condition': fmt(meta.get('ConditionNumber')), 'n_units': len(units),
+        'condition_single': fmt(meta.get('SingleUnitConditionNumber')),
+        'n_members': sum(len(m) for m in members),
+        'unit_correlation': meta.get('UnitCorrelation', 1.0),
         'n_high_vif': len(high), 'alpha_png': alpha_png, 'glass': glass,
         'annotations': annotations,
         'n_labelled': sum(a['label'] not in ('none', 'n/a') for a in annotations),
         'n_nulls': _n_nulls(bids_file),
         'random': (meta.get('Weights') or {}).get('Kind') == 'none',
     }  # fmt: skip
+
+
+def cluster_name(members) -> str:
+    """Name a unit cluster by its named member and size.
+
+    >>> cluster_name([9, 0, 7]), cluster_name([4])
+    ('unit 9 (+2)', 'unit 4')
+    """
+    extra = len(members) - 1
+    return f'unit {members[0]}' + (f' (+{extra})' if extra else '')
 
 
 def _n_nulls(bids_file) -> int:
@@ -192,7 +207,8 @@ def _annotation_rows(bids_file, output_dir: Path, vif: dict) -> list[dict[str, s
         order = 'statistic_z' if 'statistic_z' in unit_rows else 'statistic'
         best = unit_rows.sort_values(order, ascending=False, kind='stable').iloc[0]
         rows.append({
-            'unit': int(unit), 'label': str(best['label']), 'best': str(best['network']),
+            'unit': int(unit), 'members': str(best.get('members', unit)),
+            'label': str(best['label']), 'best': str(best['network']),
             'p': fmt(best['p']) if 'p' in best else 'n/a', 'enrichment': fmt(best['enrichment']),
             'dice': fmt(best['dice']), 'r': fmt(best['correlation']),
             'vif': fmt(vif.get(int(unit))),

@@ -31,6 +31,7 @@ from bids_syncact.bids.participant_outputs import (
     collect_participant_maps,
 )
 from bids_syncact.bids.references import ReferenceNetworks, load_reference_networks
+from bids_syncact.bids.unitclusters import CLUSTER_STATS
 from bids_syncact.config import Config
 from bids_syncact.core.annotation import NO_LABEL, annotate
 from bids_syncact.core.calibration import (
@@ -262,7 +263,8 @@ def write_group_layer(
     """Write the group t and -log10 p(FWE) maps and the group annotations, with sidecars."""
     first = items[0]
     prefix = _group_prefix(first)
-    shared = {name: first.sidecar[name] for name in SAME_SETTINGS if name in first.sidecar}
+    shared = {name: first.sidecar[name] for name in (*SAME_SETTINGS, *CLUSTER_STATS)
+              if name in first.sidecar}  # fmt: skip
     sources = [f'bids::{m.path.relative_to(output_dir).as_posix()}' for m in items]
     common = {
         'Sources': sources,
@@ -348,7 +350,7 @@ def write_group_layer(
     write_annotations(
         output_dir / f'{prefix}_desc-group_annotations.tsv', first.sidecar['UnitIndices'],
         result['annotations'], annotation_meta, labels=labels, per_unit=per_unit,
-        per_network=per_network,
+        per_network=per_network, members=first.sidecar['UnitClusters'],
     )  # fmt: skip
 
 

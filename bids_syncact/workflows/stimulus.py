@@ -19,6 +19,7 @@ from bids_syncact import __version__
 from bids_syncact.bids.cache import bids_label, file_sha256
 from bids_syncact.bids.discovery import RunPlan, by_subject_and_task
 from bids_syncact.bids.features import PreparedCNN
+from bids_syncact.bids.unitclusters import LINKAGE
 from bids_syncact.config import Config
 from bids_syncact.interfaces.stimulus import StimulusFeatures, SynchronizeRun
 from bids_syncact.workflows.execute import node_threads
@@ -111,6 +112,8 @@ def init_stimulus_wf(
                         run_plan=plan.to_dict(),
                         sha256_of={p: sha256_of[p] for p in _paths(plan)},
                         cnn_spec=spec.to_dict(), max_units=config.cnn.max_units,
+                        unit_correlation=config.cnn.unit_correlation,
+                        high_pass=config.coupling.effective_high_pass,
                         hrf=config.stimulus.hrf, sidecar=sidecar_settings(config, spec),
                         bids_dir=str(config.inputs.bids_dir),
                         fmriprep_dir=str(config.inputs.fmriprep_dir),
@@ -150,7 +153,20 @@ def sidecar_settings(config: Config, spec: PreparedCNN) -> dict[str, Any]:
         'FrameFit': config.stimulus.frame_fit,
         'HRF': config.stimulus.hrf,
         'MaxUnits': 'all' if config.cnn.max_units is None else config.cnn.max_units,
-        'UnitSelection': 'largest activation variance over the stimuli of the task, ties by index',
+        'UnitSelection': (
+            "clusters whose named member has the largest activation variance over the task's "
+            'stimuli, ties by index'
+        ),
+        'UnitCorrelation': config.cnn.unit_correlation,
+        'UnitClustering': (
+            'single units'
+            if config.cnn.unit_correlation >= 1
+            else f"{LINKAGE} linkage on 1 - |r| cut at 1 - UnitCorrelation; r between channels' "
+            'activations held at FrameRate, HRF-convolved on a 1 s grid over each stimulus '
+            "file's own duration, DCT high-passed, standardized per file, files in sha256 "
+            "order; representative: the mean of the members' sign-aligned activations, each "
+            'divided by its SD'
+        ),
         'FeatureSettings': dict(spec.settings),
         'RandomSeed': config.execution.random_seed,
         'SoftwareVersions': {
