@@ -227,7 +227,8 @@ def test_the_app_synchronizes_the_demo_like_its_independent_truth(small_demo, cl
     assert len(clusters) == len(truth['Units'])
     fbn, reference, univariate, ols = (table[name].mean(axis=0) for name in METHODS)
     assert fbn[2] <= 0.05  # r, AUC, leakage
-    assert reference[0] > 0.8  # the oracle dictionary recovers the planted maps
+    assert reference[0] > 0.7  # the oracle dictionary recovers the planted maps
+    assert fbn[0] >= 0.85 * reference[0]  # the clusters come close to it (0.92 x when made)
     assert fbn[2] < univariate[2] / 10
     assert fbn[2] < ols[2] / 10
     assert fbn[0] > univariate[0]

@@ -39,7 +39,9 @@ FAST = ('--weights', 'none', '--layers', 'features.1', '--max-units', '4',
 SIDECAR_KEYS = (
     'Description', 'Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit',
     'HRF', 'Alpha', 'AlphaSelection', 'ConfoundsStrategy', 'HighPass', 'ConditionNumber',
-    'VarianceInflation', 'RandomSeed', 'SoftwareVersions',
+    'VarianceInflation', 'RandomSeed', 'SoftwareVersions', 'UnitCorrelation', 'UnitClusters',
+    'UnitClusterSigns', 'UnitClusterMinCorrelation', 'UnitClusterMaxCrossCorrelation',
+    'SingleUnitConditionNumber', 'SingleUnitVarianceInflation',
 )  # fmt: skip
 
 
@@ -101,6 +103,19 @@ def test_coef_sidecars_record_what_made_them(short_run):
         assert meta['Alpha'] in curve['grid']
         assert len(curve['r2']) == len(curve['grid'])
         assert len(meta['VarianceInflation']) == len(meta['UnitIndices'])
+        # what a volume is: cluster k, its named member first, |r| >= R inside
+        assert [m[0] for m in meta['UnitClusters']] == meta['UnitIndices']
+        assert [len(s) for s in meta['UnitClusterSigns']] == [len(m) for m in
+                                                               meta['UnitClusters']]  # fmt: skip
+        assert min(meta['UnitClusterMinCorrelation']) >= meta['UnitCorrelation'] == 0.9
+        members = {i for m in meta['UnitClusters'] for i in m}
+        assert set(meta['SingleUnitVarianceInflation']) == {f'unit{i:04d}' for i in members}
+        annotations = path.with_name(path.name.replace('_stat-coef_boldmap', '_annotations'))
+        annotation_meta = json.loads(annotations.read_text())
+        assert annotation_meta['UnitClusters'] == meta['UnitClusters']
+        table = pd.read_csv(annotations.with_suffix('.tsv'), sep='\t', dtype={'members': str})
+        assert table.drop_duplicates('unit')['members'].tolist() == [
+            ','.join(map(str, m)) for m in meta['UnitClusters']]  # fmt: skip
         assert meta['ConfoundsStrategy'] == 'simple'
         assert meta['HighPass'] is None
         assert meta['Weights']['Kind'] == 'none'
