@@ -184,7 +184,11 @@ def test_an_image_sequence_is_placed_at_its_onsets(cli, dataset, tmp_path):
         / 'sub-01_task-movie_run-1_cnn-alexnet_layer-features4_desc-sync_timeseries.tsv'
     )
     table = pd.read_csv(path, sep='\t')
-    units = json.loads(path.with_suffix('.json').read_text())['UnitIndices']
+    sidecar = json.loads(path.with_suffix('.json').read_text())
+    units = sidecar['UnitColumns']
+    # two images cannot say which units correlate: single units, and the sidecar says why
+    assert units == sidecar['UnitIndices']
+    assert 'fewer than the 20' in sidecar['UnitClusteringNote']
     cached = {}
     for tsv in (out / 'features').glob('*features4*.tsv'):
         meta, features = read_features(tsv)

@@ -188,3 +188,13 @@ def test_r_one_regressors_are_the_sync_columns_bit_for_bit(rng, tmp_path):
             np.testing.assert_allclose(tables[0], written @ found.weights, rtol=1e-12)
             assert tables[0].shape[1] < written.shape[1]
         assert clusters['UnitClusters'] == found.to_sidecar()['UnitClusters']
+
+
+def test_too_few_stimulus_samples_give_single_units_and_say_why(rng):
+    images = {f'{i:064d}': Features(np.zeros(1), rng.standard_normal((1, 5)), np.zeros(5),
+                                    tuple(range(5)))
+              for i in range(3)}  # fmt: skip
+    got = layer_clusters(images, min_correlation=0.9, max_units=None, hrf='spm',
+                         high_pass_hz=None)  # fmt: skip
+    assert got.to_sidecar()['UnitClusters'] == [[i] for i in range(5)]
+    assert '3 samples' in got.to_sidecar()['UnitClusteringNote']

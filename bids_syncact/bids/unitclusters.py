@@ -10,6 +10,7 @@ the coupling forms the representatives from them with the weights recorded in th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from bids_syncact.core.clusters import (
 )
 from bids_syncact.errors import InputDataError
 
+LOGGER = logging.getLogger('bids_syncact.features')
 #: The high-pass of the stimulus series when cosine regressors do the coupling's high-pass.
 DEFAULT_HIGH_PASS_HZ = 0.008
 #: The sync sidecar's keys that say what a volume is (copied into the maps' sidecars).
@@ -37,6 +39,9 @@ CLUSTER_KEYS = ('UnitColumns', 'UnitIndices', 'UnitClusters', 'UnitClusterSigns'
                 'UnitClusterWeights')  # fmt: skip
 #: Identical for subjects with the same clusters: what the group sidecars repeat, not compare.
 CLUSTER_STATS = ('UnitClusterMinCorrelation', 'UnitClusterMaxCrossCorrelation')
+#: Fewest samples of the stimulus series (seconds of movie, or still images) that clustering
+#: needs: with fewer, correlations are meaningless (two images correlate every pair at |r| 1).
+MIN_SERIES_SAMPLES = 20
 #: Linkage of the clustering (issue 19's table: only complete linkage bounds |r| inside).
 LINKAGE: Linkage = 'complete'
 
@@ -51,10 +56,13 @@ class LayerClusters:
     """``(n_members,)`` ascending channel indices: the sync table's unit columns."""
     weights: np.ndarray
     """``(n_members, n_clusters)``: representative ``k`` is ``table[columns] @ weights[:, k]``."""
+    note: str = ''
+    """Why the clusters are single units although R < 1 (too few stimulus samples)."""
 
     def to_sidecar(self) -> dict[str, Any]:
         """Return the sidecar keys of DESIGN.md section 5 (maps, annotations, sync tables)."""
-        return cluster_sidecar(self.clusters)
+        return cluster_sidecar(self.clusters) | ({'UnitClusteringNote': self.note}
+                                                 if self.note else {})  # fmt: skip
 
 
 def cluster_sidecar(clusters: UnitClusters) -> dict[str, Any]:
@@ -143,13 +151,21 @@ def layer_clusters(
         features, hrf=hrf, high_pass_hz=DEFAULT_HIGH_PASS_HZ if high_pass_hz is None
         else high_pass_hz,
     )  # fmt: skip
-    if min_correlation >= 1.0:
+    note = ''
+    if min_correlation < 1.0 and len(series) < MIN_SERIES_SAMPLES:
+        note = (
+            f'single units: the stimuli give {len(series)} samples (seconds of movie or '
+            f'still images), fewer than the {MIN_SERIES_SAMPLES} that correlations between '
+            'units need'
+        )
+        LOGGER.warning('Unit clusters: %s', note)
+    if min_correlation >= 1.0 or note:
         # a channel is its own cluster (zero-variance ones kept, as select_units does)
         names = _largest(variance, np.arange(n_channels), max_units)
         singles = UnitClusters(tuple((int(i),) for i in names), tuple((1,) for _ in names),
                                np.ones(names.size), np.zeros(names.size), ())  # fmt: skip
         return LayerClusters(_subset(singles, range(names.size), series), names,
-                             np.eye(names.size))  # fmt: skip
+                             np.eye(names.size), note)  # fmt: skip
     every = cluster_units(series, variance, min_correlation, method=method)
     keep = set(_largest(variance, every.names, max_units).tolist())
     chosen = [k for k, name in enumerate(every.names) if int(name) in keep]
@@ -183,6 +199,8 @@ def read_sync_tables(
         raise InputDataError(f'no synchronized activations of layer {layer} for {missing[0]}')
     first = by_run[run_names[0]][1]
     clusters = {key: first.get(key) for key in CLUSTER_KEYS}
+    if 'UnitClusteringNote' in first:
+        clusters['UnitClusteringNote'] = first['UnitClusteringNote']
     if clusters['UnitClusters'] is None:
         raise InputDataError(
             f'{by_run[run_names[0]][0].name} has no UnitClusters (made by an older '

@@ -31,7 +31,7 @@ from bids_syncact.core.calibration import GROUP_STATISTIC, SUBJECT_STATISTIC, su
 _KEPT = ('Sources', 'UnitIndices', 'CNN', 'Layer', 'Weights', 'FrameRate', 'FrameFit', 'HRF',
          'Alpha', 'AlphaMode', 'ConfoundsStrategy', 'HighPass', 'ConditionNumber', 'RandomSeed',
          'SoftwareVersions', 'UnitClusters', 'UnitClusterSigns', 'UnitClusterMinCorrelation',
-         'UnitClusterMaxCrossCorrelation', 'UnitCorrelation')  # fmt: skip
+         'UnitClusterMaxCrossCorrelation', 'UnitCorrelation', 'UnitClusteringNote')  # fmt: skip
 
 
 class _AnnotateLayerInputSpec(BaseInterfaceInputSpec):
