@@ -450,3 +450,34 @@ def test_nodes_run_with_the_threads_they_were_given(cli, dataset, tmp_path, args
         assert threads['torch'] == expected, name
         assert threads['blas'], name  # numpy's BLAS is loaded in every node
         assert set(threads['blas']) == {expected}, name
+
+
+def test_a_ctrl_c_in_a_done_callback_is_not_taken_for_a_failed_task(monkeypatch):
+    """A future done when its callback is added runs the callback in the main thread, where a
+    Ctrl-C can land: it must reach the run, not be recorded as the task's failure."""
+    from concurrent.futures import Future
+
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+
+    from bids_syncact.workflows.execute import InterruptibleMultiProcPlugin
+
+    def interrupted(self, future):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MultiProcPlugin, '_async_callback', interrupted)
+    plugin = InterruptibleMultiProcPlugin(plugin_args={'n_procs': 1})
+    try:
+        future: Future = Future()
+        plugin._task_obj[1] = future
+        with pytest.raises(KeyboardInterrupt):
+            plugin._async_callback(future)
+        assert 1 not in plugin._taskresult
+
+        def broken(self, future):
+            raise RuntimeError('the pool broke')
+
+        monkeypatch.setattr(MultiProcPlugin, '_async_callback', broken)
+        plugin._async_callback(future)  # a broken pool: the task failed, the run goes on
+        assert plugin._taskresult[1]['result'] is None
+    finally:
+        plugin.pool.shutdown(wait=False)

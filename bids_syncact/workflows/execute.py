@@ -136,6 +136,10 @@ class InterruptibleMultiProcPlugin(MultiProcPlugin):
     def _async_callback(self, future: Any) -> None:
         try:
             super()._async_callback(future)
+        except (KeyboardInterrupt, SystemExit):
+            # a Ctrl-C can land here when the callback runs in the main thread (a future that
+            # was done when it was added): it is the user's, not the task's
+            raise
         except BaseException as err:  # noqa: BLE001 - the pool broke: the task failed
             taskid = next((t for t, f in self._task_obj.items() if f is future), None)
             if taskid is not None:
