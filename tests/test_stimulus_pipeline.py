@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from unittest import mock
@@ -17,6 +18,7 @@ from bids_syncact.bids.cache import read_features
 from bids_syncact.bids.derivatives import PYBIDS_CONFIG
 from bids_syncact.core.sync import Segment, synchronize_segments
 from bids_syncact.core.timing import acquisition_times
+from bids_syncact.demo import make_dataset
 
 from .conftest import TINY, assert_refused
 
@@ -229,10 +231,11 @@ def test_sequence_items_without_a_positive_duration_are_refused(cli, dataset, tm
     assert_refused(result, 65, 'has duration 0 s')
 
 
-def test_clusters_are_the_same_for_subjects_with_other_onsets_and_dummies(cli, dataset,
-                                                                           tmp_path):  # fmt: skip
+def test_clusters_are_the_same_for_subjects_with_other_onsets_and_dummies(cli, tmp_path):
     """The clusters come from the stimuli alone: another onset and more dummy volumes change
     sub-02's regressors, not its clusters (the group level pairs the subjects' maps by them)."""
+    # a 40 s movie: enough seconds to estimate correlations (the tiny one has 19)
+    dataset = make_dataset(tmp_path / 'bids', dataclasses.replace(TINY, movie_s=40.0))
     for events in dataset.glob('sub-02/func/*_events.tsv'):
         table = pd.read_csv(events, sep='\t')
         table['onset'] = table['onset'] + 3.0
