@@ -158,7 +158,8 @@ def layer_clusters(
             f'still images), fewer than the {MIN_SERIES_SAMPLES} that correlations between '
             'units need'
         )
-        LOGGER.warning('Unit clusters: %s', note)
+        LOGGER.info('Unit clusters: %s', note)  # every run node would repeat a warning: the
+        # sidecars and the subject report say it instead
     if min_correlation >= 1.0 or note:
         # a channel is its own cluster (zero-variance ones kept, as select_units does)
         names = _largest(variance, np.arange(n_channels), max_units)

@@ -144,6 +144,8 @@ def _layer(bids_file, output_dir: Path, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f'{cnn} {layer}: {len(high)} of {len(units)} unit clusters have a '
                         f'variance inflation above {VIF_LIMIT:g} (their maps depend on which '
                         'other clusters are in the dictionary).')  # fmt: skip
+    if meta.get('UnitClusteringNote'):
+        warnings.append(f'{cnn} {layer}: {meta["UnitClusteringNote"]}.')
     if meta.get('VoxelsWithoutSignal'):
         warnings.append(f'{cnn} {layer}: {meta["VoxelsWithoutSignal"]} voxels of the brain mask '
                         'had no usable signal (NaN, infinite or constant values) and were left '
