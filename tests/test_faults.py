@@ -173,12 +173,27 @@ def test_ctrl_c_leaves_no_temporary_file(reference, tmp_path):
     out, work = tmp_path / 'out', tmp_path / 'work'
     proc = _start(_command(bids, out, work))
     _wait_for(lambda: any(work.rglob('denoise*/_report')), proc)
+    disposition = _signal_masks(proc.pid)  # why, if the Ctrl-C is lost
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the foreground group
     code, err = _finish(proc, timeout=60)
-    assert code == 130, err
+    assert code == 130, (err, disposition)
     assert err == ['bids-syncact: interrupted'], err  # one line: no worker's traceback
     _wait_for_group_to_end(proc.pid)  # no worker left behind
     assert_nothing_half_written(out, work)
+
+
+def _signal_masks(pid: int) -> dict[str, bool]:
+    """Whether SIGINT is ignored, blocked, caught or pending in a process (``/proc``)."""
+    try:
+        status = Path(f'/proc/{pid}/status').read_text().splitlines()
+    except OSError:
+        return {}
+    bit = 1 << (signal.SIGINT - 1)
+    fields = dict(line.split(':\t', 1) for line in status if ':\t' in line)
+    return {name: bool(int(fields[key].strip(), 16) & bit)
+            for name, key in (('ignored', 'SigIgn'), ('blocked', 'SigBlk'),
+                              ('caught', 'SigCgt'), ('pending', 'ShdPnd'))
+            if key in fields}  # fmt: skip
 
 
 # --- mounts ------------------------------------------------------------------------------------
