@@ -40,8 +40,15 @@ def _command(bids: Path, out: Path, work: Path, *args: str) -> list[str]:
 
 
 def _start(command: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    # SIGINT at its default, as for a terminal's foreground job: a test session started in the
+    # background of a script (`make ... &`) ignores SIGINT, and so would the run, for good
+    # (an ignored signal stays ignored across exec; a caught one is reset to the default)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, list[str]]:
